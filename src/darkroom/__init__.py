@@ -1,0 +1,3 @@
+"""Darkroom: a self-hosted AI image service."""
+
+__version__ = "0.1.0"

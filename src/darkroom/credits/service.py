@@ -1,0 +1,170 @@
+"""Credits in escrow.
+
+Every change goes through ``_apply``: one conditional UPDATE that refuses to take the balance
+below zero (backed by a CHECK constraint), then one append-only ledger row with the balance
+before and after. ``settlement_key`` (unique) makes reserve and settle happen at most once per
+task attempt, whatever the code path. Never commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from darkroom.errors import NotFound, PaymentRequired
+from darkroom.models import CreditTransaction, UserCredits
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[CreditTransaction]
+    total: int
+
+
+class InsufficientCredits(PaymentRequired):
+    def __init__(self, needed: int, balance: int) -> None:
+        super().__init__(
+            f"This task costs {needed} credits but your balance is {balance}.",
+            code="insufficient_credits",
+            needed=needed,
+            balance=balance,
+        )
+
+
+async def balance_of(session: AsyncSession, user_id: str) -> int:
+    value = await session.scalar(select(UserCredits.credits).where(UserCredits.user_id == user_id))
+    if value is None:
+        raise NotFound("No such user.", code="user_not_found")
+    return value
+
+
+async def _apply(
+    session: AsyncSession,
+    user_id: str,
+    amount: int,
+    kind: str,
+    description: str,
+    *,
+    task_id: str | None = None,
+    settlement_key: str | None = None,
+    spent: int = 0,
+) -> CreditTransaction:
+    values: dict[str, object] = {"credits": UserCredits.credits + amount}
+    if amount > 0 and kind in ("grant", "adjust"):
+        values["total_earned"] = UserCredits.total_earned + amount
+    if spent:
+        values["total_spent"] = UserCredits.total_spent + spent
+    stmt = (
+        update(UserCredits)
+        .where(UserCredits.user_id == user_id, UserCredits.credits + amount >= 0)
+        .values(**values)
+        .returning(UserCredits.credits)
+    )
+    after = (await session.execute(stmt)).scalar_one_or_none()
+    if after is None:
+        balance = await balance_of(session, user_id)
+        raise InsufficientCredits(-amount, balance)
+    entry = CreditTransaction(
+        user_id=user_id,
+        task_id=task_id,
+        transaction_type=kind,
+        amount=amount,
+        balance_before=after - amount,
+        balance_after=after,
+        description=description,
+        settlement_key=settlement_key,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def grant(
+    session: AsyncSession, user_id: str, amount: int, description: str, *, kind: str = "grant"
+) -> CreditTransaction:
+    """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task."""
+    return await _apply(session, user_id, amount, kind, description)
+
+
+async def reserve(
+    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
+) -> CreditTransaction:
+    """Hold the price of one attempt. 402 when the balance does not cover it."""
+    return await _apply(
+        session,
+        user_id,
+        -amount,
+        "reserve",
+        f"Reserved for task {task_no} (attempt {attempt})",
+        task_id=task_id,
+        settlement_key=f"task:{task_id}:{attempt}:reserve",
+    )
+
+
+async def capture(
+    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
+) -> CreditTransaction:
+    """The held credits are spent. The balance does not move again; the ledger records it."""
+    return await _apply(
+        session,
+        user_id,
+        0,
+        "capture",
+        f"Charged {amount} for task {task_no} (attempt {attempt})",
+        task_id=task_id,
+        settlement_key=f"task:{task_id}:{attempt}:settle",
+        spent=amount,
+    )
+
+
+async def release(
+    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str, why: str
+) -> CreditTransaction:
+    """Give the held credits back (failed or canceled attempt)."""
+    return await _apply(
+        session,
+        user_id,
+        amount,
+        "release",
+        f"Refunded for task {task_no} (attempt {attempt}): {why}",
+        task_id=task_id,
+        settlement_key=f"task:{task_id}:{attempt}:settle",
+    )
+
+
+async def ledger(session: AsyncSession, user_id: str, *, limit: int, offset: int) -> Page:
+    total = await session.scalar(
+        select(func.count()).select_from(CreditTransaction).where(CreditTransaction.user_id == user_id)
+    )
+    rows = await session.scalars(
+        select(CreditTransaction)
+        .where(CreditTransaction.user_id == user_id)
+        .order_by(CreditTransaction.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return Page(list(rows), total or 0)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    user_id: str
+    balance: int
+    ledger_sum: int
+
+
+async def find_mismatches(session: AsyncSession) -> list[Mismatch]:
+    """Users whose balance differs from the sum of their ledger (should never happen)."""
+    sums = (
+        select(CreditTransaction.user_id, func.coalesce(func.sum(CreditTransaction.amount), 0).label("total"))
+        .group_by(CreditTransaction.user_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(UserCredits.user_id, UserCredits.credits, func.coalesce(sums.c.total, 0))
+        .outerjoin(sums, sums.c.user_id == UserCredits.user_id)
+        .where(UserCredits.credits != func.coalesce(sums.c.total, 0))
+    )
+    return [Mismatch(u, b, int(s)) for u, b, s in rows]

@@ -1,0 +1,80 @@
+"""Engine and sessions.
+
+Who owns a transaction: the request dependency (``deps.get_session``) or the job wrapper
+(``Database.transaction``). Services never commit.
+
+SQLite: WAL journal, foreign keys on, a busy timeout, and write transactions opened with
+``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing when a read
+snapshot is upgraded to a write. PostgreSQL needs none of that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from darkroom.uow import run_hooks
+
+WRITE_OPTION = "darkroom_write"
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (the driver's implicit BEGIN is always DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 8
+        else:
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
+        self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+
+    def session(self, *, write: bool) -> AsyncSession:
+        return (self.write_sessions if write else self.read_sessions)()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits at the end of the block, or rolls back on error."""
+        async with self.session(write=write) as session:
+            try:
+                async with session.begin():
+                    yield session
+            except BaseException:
+                await run_hooks(session, committed=False)
+                raise
+            await run_hooks(session, committed=True)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,62 @@
+"""FastAPI dependencies: the app context, a request-owned transaction, the current user."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from darkroom.auth import service as auth_service
+from darkroom.auth.security import decode_token
+from darkroom.context import AppContext
+from darkroom.errors import Unauthorized
+from darkroom.models import User
+from darkroom.uow import run_hooks
+
+_READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(request: Request, ctx: Context) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: commit when the endpoint returns, before the response
+    is sent; roll back on any error. After-commit hooks (job dispatch) run only after a commit."""
+    write = request.method not in _READ_METHODS
+    async with ctx.db.session(write=write) as session:
+        try:
+            await session.begin()
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            await run_hooks(session, committed=False)
+            raise
+        await run_hooks(session, committed=True)
+
+
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="The accessToken from /api/auth/login or /register.")
+
+
+async def get_current_user(
+    session: Session,
+    ctx: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise Unauthorized("Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized")
+    user_id = decode_token(credentials.credentials, ctx.settings.secret_key)
+    return await auth_service.get_active_user(session, user_id)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

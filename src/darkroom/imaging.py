@@ -1,0 +1,211 @@
+"""Image utilities shared by the upload path and the providers.
+
+Everything here is synchronous and CPU-bound: call it from a worker thread or process,
+never directly on the event loop for big images.
+
+* :func:`sniff_image_type` looks at magic bytes only.
+* :func:`inspect_image` validates an upload: type by magic bytes, pixel count from the header
+  (before any pixel is decoded, so decompression bombs cost nothing), then a full decode.
+* :func:`open_image` decodes and applies the EXIF orientation.
+* :func:`encode_png` / :func:`encode_jpeg` write images without metadata (no EXIF, GPS, XMP,
+  comments, text chunks); only an ICC profile is written, and only when passed explicitly.
+* :func:`thumbnail` makes small previews.
+
+Truncated files are rejected because Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False by
+default; nothing in darkroom may set it to True.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+JPEG: Final = "image/jpeg"
+PNG: Final = "image/png"
+WEBP: Final = "image/webp"
+
+#: Default pixel cap (50 MP) for helpers that take ``max_pixels`` as an optional argument.
+DEFAULT_MAX_PIXELS: Final = 50_000_000
+
+PNG_COMPRESS_LEVEL: Final = 3
+"""zlib level for PNG output. On a noisy 12 MP photo, levels 1-3 take ~1.2 s and level 6 ~1.6 s
+for a file only ~9 % smaller; 3 is the compromise."""
+
+_PIL_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageRejected(Exception):
+    """An image the service refuses. ``code`` is stable, ``message`` is for humans.
+
+    Codes: ``unsupported_image_type``, ``corrupt_image``, ``image_too_large``.
+    Picklable, so it can cross a process-pool boundary.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    content_type: str
+    width: int
+    height: int
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """Return ``image/jpeg``, ``image/png`` or ``image/webp`` from the magic bytes, else None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(_PNG_SIGNATURE):
+        return PNG
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+def _open_header(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, str]:
+    """Sniff, parse the header only, and enforce the pixel cap. No pixel data is decoded."""
+    content_type = sniff_image_type(data)
+    if content_type is None:
+        raise ImageRejected("unsupported_image_type", "The file is not a JPEG, PNG or WebP image.")
+    try:
+        img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[content_type]])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow checks its own limit (MAX_IMAGE_PIXELS) while reading the header. The warning is
+        # only raised as an exception when warnings are errors (as under pytest); otherwise it is
+        # just emitted and the explicit check below rejects the image.
+        raise ImageRejected("image_too_large", f"The image has more than {max_pixels:,} pixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt_image", f"The image could not be read: {exc}") from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("corrupt_image", "The image has no pixels.")
+    if width * height > max_pixels:
+        img.close()
+        raise ImageRejected(
+            "image_too_large",
+            f"The image is {width}x{height} ({width * height:,} pixels); the limit is {max_pixels:,} pixels.",
+        )
+    return img, content_type
+
+
+def _decode(img: ImageFile.ImageFile) -> None:
+    """Decode every pixel; truncated or broken data raises ImageRejected('corrupt_image')."""
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise ImageRejected("corrupt_image", f"The image data is corrupt or truncated: {exc}") from None
+
+
+def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
+    """Validate an image and return its type and stored (not EXIF-rotated) size.
+
+    Raises :class:`ImageRejected`. The header size check happens before any pixel is decoded;
+    then the whole image is decoded (a 12 MP JPEG takes ~40 ms, a 12 MP PNG ~0.25 s).
+    """
+    img, content_type = _open_header(data, max_pixels)
+    with img:
+        width, height = img.size
+        _decode(img)
+    return ImageInfo(content_type=content_type, width=width, height=height)
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    # unreadable EXIF: keep the stored orientation rather than failing the upload
+    with contextlib.suppress(SyntaxError, ValueError, TypeError, KeyError, OSError, struct.error):
+        ImageOps.exif_transpose(img, in_place=True)
+    return img
+
+
+def _strip_info(img: Image.Image) -> None:
+    """Drop metadata from ``img.info``; keep only what decoding/encoding needs."""
+    kept: dict[str | tuple[int, int], Any] = {
+        k: img.info[k] for k in ("icc_profile", "transparency") if k in img.info
+    }
+    img.info.clear()
+    img.info.update(kept)
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode an image fully, apply its EXIF orientation and drop its metadata.
+
+    ``img.info`` keeps only ``icc_profile`` and ``transparency``; everything else (EXIF, XMP,
+    comments, text chunks) is gone. Raises :class:`ImageRejected`.
+    """
+    img, _ = _open_header(data, max_pixels)
+    _decode(img)
+    oriented = _apply_orientation(img)
+    _strip_info(oriented)
+    return oriented
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """True when the image carries transparency (alpha band or a transparency key)."""
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def encode_png(
+    img: Image.Image, *, icc_profile: bytes | None = None, compress_level: int = PNG_COMPRESS_LEVEL
+) -> bytes:
+    """PNG bytes with no metadata chunks (no eXIf, tEXt/iTXt/zTXt, pHYs); iCCP only if given."""
+    if img.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+        img = img.convert("RGBA" if has_alpha(img) else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=compress_level, icc_profile=icc_profile or None)
+    return buf.getvalue()
+
+
+def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | None = None) -> bytes:
+    """JPEG bytes with no EXIF, XMP or comment; an ICC profile only if given.
+
+    Images with alpha are flattened onto white (JPEG has no alpha).
+    """
+    if img.mode not in ("L", "RGB"):
+        if has_alpha(img):
+            rgba = img.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            img = flat
+        else:
+            img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality, icc_profile=icc_profile or None, exif=b"", comment=b"")
+    return buf.getvalue()
+
+
+def thumbnail(data: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A preview whose longer side is at most ``max_side``, EXIF-oriented, without metadata.
+
+    JPEG when the image is opaque (quality 85), PNG when it has transparency. JPEG sources are
+    decoded at a reduced DCT scale (``Image.draft``), so big JPEGs are cheap to preview.
+    Raises :class:`ImageRejected`.
+    """
+    if max_side < 1:
+        raise ValueError("max_side must be positive")
+    img, content_type = _open_header(data, max_pixels)
+    if content_type == JPEG:
+        # draft picks the smallest scale that is still >= the requested size, orientation-agnostic
+        img.draft("RGB", (max_side, max_side))
+    _decode(img)
+    oriented = _apply_orientation(img)
+    icc = oriented.info.get("icc_profile")
+    _strip_info(oriented)
+    if has_alpha(oriented):
+        oriented = oriented.convert("RGBA")
+    elif oriented.mode not in ("L", "RGB"):
+        oriented = oriented.convert("RGB")
+    oriented.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if oriented.mode == "RGBA":
+        return encode_png(oriented, icc_profile=icc)
+    return encode_jpeg(oriented, quality=85, icc_profile=icc)

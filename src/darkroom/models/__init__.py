@@ -1,0 +1,24 @@
+"""All tables, one module each, so Alembic sees everything and domains don't import each other."""
+
+from darkroom.models.base import Base
+from darkroom.models.credit_transaction import CreditTransaction
+from darkroom.models.task import ACTIVE_STATUSES, FINAL_STATUSES, Task, TaskStatus
+from darkroom.models.task_attempt import TaskAttempt
+from darkroom.models.task_event import TaskEvent
+from darkroom.models.task_file import TaskFile
+from darkroom.models.user import User
+from darkroom.models.user_credits import UserCredits
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "Base",
+    "CreditTransaction",
+    "Task",
+    "TaskAttempt",
+    "TaskEvent",
+    "TaskFile",
+    "TaskStatus",
+    "User",
+    "UserCredits",
+]

@@ -1,0 +1,120 @@
+"""The provider contract every AI backend implements.
+
+Error tree (mapped to stable task error codes)::
+
+    ProviderError                 provider_error
+    ├── InvalidInput              invalid_input        (terminal, not retried)
+    ├── ContentFiltered           content_filtered     (terminal, not retried, not charged)
+    ├── RateLimited               rate_limited         (carries retry_after seconds)
+    ├── ProviderUnavailable       provider_unavailable
+    └── ProviderTimeout           timeout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ProviderError(Exception):
+    code = "provider_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidInput(ProviderError):
+    code = "invalid_input"
+
+
+class ContentFiltered(ProviderError):
+    code = "content_filtered"
+
+
+class RateLimited(ProviderError):
+    code = "rate_limited"
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    code = "timeout"
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One task parameter as ``/api/task-types`` shows it: ``{type, allowed, default}``."""
+
+    type: str  # "string" | "number" | "integer" | "boolean"
+    default: Any = None
+    allowed: Sequence[Any] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TaskTypeSpec:
+    """What a provider can do for one task type."""
+
+    task_type: str
+    parameters: Mapping[str, ParameterSpec]
+    min_inputs: int = 1
+    max_inputs: int = 5
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class InputImage:
+    data: bytes
+    content_type: str  # sniffed from the bytes: image/jpeg | image/png | image/webp
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    task_id: str
+    task_type: str
+    inputs: Sequence[InputImage]
+    parameters: Mapping[str, Any]  # already validated and defaulted against the TaskTypeSpec
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    outputs: Sequence[OutputImage]
+    request_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Progress callback: a number 0..100 for this run. Awaiting it persists the progress.
+ProgressCallback = Callable[[float], Awaitable[None]]
+
+
+class Provider(Protocol):
+    name: str
+
+    def capabilities(self) -> Mapping[str, TaskTypeSpec]:
+        """Task types this provider serves, with their parameters."""
+        ...
+
+    async def run(self, request: ProviderRequest, progress: ProgressCallback) -> ProviderResult:
+        """Do the work. Raise a ProviderError subclass on failure. Must not block the event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources (process pools, HTTP clients)."""
+        ...

@@ -1,0 +1,1 @@
+"""Job transport. The database is the truth; the queue is only a doorbell."""

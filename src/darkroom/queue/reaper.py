@@ -1,0 +1,62 @@
+"""Finds tasks that nobody is working on and rings the doorbell for them again.
+
+* pending tasks whose dispatch is older than ``grace`` (a lost message, a crash before the
+  in-process queue picked them up; at start-up every pending task);
+* processing tasks whose lease expired (their worker died or stalled).
+
+Claims are conditional, so a task dispatched twice still runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from darkroom.context import AppContext
+from darkroom.models import Task, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+async def reap(ctx: AppContext, *, grace: float, limit: int = 500) -> list[str]:
+    now = datetime.now(UTC)
+    async with ctx.db.transaction() as session:
+        ids = list(
+            await session.scalars(
+                select(Task.id)
+                .where(
+                    or_(
+                        and_(
+                            Task.status == TaskStatus.PENDING,
+                            or_(
+                                Task.dispatched_at.is_(None),
+                                Task.dispatched_at <= now - timedelta(seconds=grace),
+                            ),
+                        ),
+                        and_(Task.status == TaskStatus.PROCESSING, Task.lease_expires_at < now),
+                    )
+                )
+                .order_by(Task.created_at)
+                .limit(limit)
+            )
+        )
+        if ids:
+            await session.execute(update(Task).where(Task.id.in_(ids)).values(dispatched_at=now))
+    if ids:
+        log.info("re-dispatching %d task(s)", len(ids))
+        await ctx.dispatcher.dispatch(ids)
+    return ids
+
+
+async def reaper_loop(ctx: AppContext, *, grace: float) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.reaper_interval_seconds)
+        try:
+            await reap(ctx, grace=grace)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reaper pass failed; will try again")

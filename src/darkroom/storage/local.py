@@ -1,0 +1,75 @@
+"""Local-disk storage under the data dir, served by our own signed-URL endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from darkroom.storage.base import ObjectNotFound, StorageError
+from darkroom.storage.keys import is_valid_key
+from darkroom.storage.signing import UrlSigner
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path, signer: UrlSigner, *, url_prefix: str = "/files") -> None:
+        self.root = root.resolve()
+        self.signer = signer
+        self.url_prefix = url_prefix.rstrip("/")
+
+    def path_of(self, key: str) -> Path:
+        if not is_valid_key(key):
+            raise ObjectNotFound(f"invalid key: {key!r}")
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ObjectNotFound(f"invalid key: {key!r}")
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path.name}: {exc}") from exc
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write, self.path_of(key), data)
+
+    async def get(self, key: str) -> bytes:
+        path = self.path_of(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    async def delete(self, key: str) -> None:
+        path = self.path_of(key)
+        await asyncio.to_thread(path.unlink, True)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.path_of(key).is_file)
+
+    def url(self, key: str, *, expires_in: int, download_name: str | None = None) -> str:
+        expires, sig = self.signer.sign(key, expires_in)
+        query = {"expires": str(expires), "sig": sig}
+        if download_name:
+            query["download"] = download_name
+        return f"{self.url_prefix}/{quote(key)}?{urlencode(query)}"
+
+    async def check(self) -> None:
+        def probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK):
+                raise StorageError(f"{self.root} is not writable")
+
+        await asyncio.to_thread(probe)

@@ -1,0 +1,33 @@
+"""Every visible change of a task goes through ``touch``: it appends a TaskEvent whose id becomes
+the task's ``seq`` (used by event streams and ETags) and wakes local listeners after commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from darkroom.models import Task, TaskAttempt, TaskEvent
+
+
+async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None:
+    event = TaskEvent(
+        task_id=task.id, user_id=task.user_id, kind=kind, status=task.status, progress=task.progress
+    )
+    session.add(event)
+    await session.flush()
+    task.seq = event.id
+    session.info.setdefault("changed_tasks", set()).add(task.id)
+
+
+async def close_attempt(session: AsyncSession, task: Task, status: str, now: datetime) -> None:
+    """Record how the task's current attempt ended (history kept across retries)."""
+    attempt = await session.scalar(
+        select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+    )
+    if attempt is not None:
+        attempt.status = status
+        attempt.finished_at = now
+        attempt.error_code = task.error_code
+        attempt.error_message = task.error_message

@@ -1,0 +1,338 @@
+"""Worker entry point for one task: claim → run the provider → store → settle.
+
+* Claim is conditional (pending, or processing with an expired lease) and takes a lease that a
+  background loop renews. Losing the lease (the user canceled, or another worker took over after
+  we stalled) stops the provider run.
+* Finishing is one transaction and a conditional transition: only the lease holder of the
+  current attempt can complete or fail it, so a duplicate delivery or a late worker is a no-op.
+* A task claimed ``max_claims`` times without finishing (it keeps killing its worker) fails
+  with ``worker_lost`` and is refunded, instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from darkroom import imaging
+from darkroom.context import AppContext
+from darkroom.credits import service as credits
+from darkroom.models import Task, TaskAttempt, TaskFile, TaskStatus
+from darkroom.providers.base import InputImage, ProviderError, ProviderRequest, ProviderResult
+from darkroom.storage.base import ObjectNotFound
+from darkroom.storage.keys import new_key
+from darkroom.tasks.events import close_attempt, touch
+
+log = logging.getLogger(__name__)
+
+PROGRESS_START = 5  # claimed, inputs loading
+PROGRESS_END = 95  # provider done, storing results
+PROGRESS_MIN_INTERVAL = 0.25  # seconds between progress writes
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: str
+    user_id: str
+    task_no: str
+    attempt: int
+    task_type: str
+    provider: str
+    parameters: dict[str, object]
+    prompt: str | None
+    cost: int
+    inputs: list[TaskFile]
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class TaskFailure(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TaskRunner:
+    def __init__(self, ctx: AppContext, worker_id: str) -> None:
+        self.ctx = ctx
+        self.worker_id = worker_id
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.ctx.settings.task_lease_seconds)
+
+    async def run(self, task_id: str) -> None:
+        claim = await self._claim(task_id)
+        if claim is None:
+            return
+        log.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempt})
+        work = asyncio.create_task(self._work(claim))
+        renewer = asyncio.create_task(self._renew(claim, work))
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # Stopped from outside (shutdown): hand the task back so the next start runs it.
+                await self._unclaim(claim)
+                raise
+            log.info("lease lost (canceled or taken over); stopping", extra={"task_id": task_id})
+            return
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        if isinstance(outcome, TaskFailure):
+            await self._finish_failed(claim, outcome)
+        else:
+            await self._finish_completed(claim, outcome)
+
+    # -- claim / lease ------------------------------------------------------------------------
+
+    async def _claim(self, task_id: str) -> Claim | None:
+        now = datetime.now(UTC)
+        async with self.ctx.db.transaction() as session:
+            task = await session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+            if task is None:
+                return None
+            expired = task.status == TaskStatus.PROCESSING and (
+                task.lease_expires_at is None or task.lease_expires_at < now
+            )
+            if task.status != TaskStatus.PENDING and not expired:
+                return None
+            if task.claim_count >= self.ctx.settings.max_claims:
+                await self._fail(
+                    session,
+                    task,
+                    "worker_lost",
+                    f"The task stopped its worker {task.claim_count} times and was given up.",
+                    now,
+                )
+                return None
+            task.status = TaskStatus.PROCESSING
+            task.lease_owner = self.worker_id
+            task.lease_expires_at = now + self.lease
+            task.claim_count += 1
+            task.started_at = task.started_at or now
+            task.progress = max(task.progress, 1)
+            task.updated_at = now
+            attempt = await session.scalar(
+                select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+            )
+            if attempt is not None:
+                attempt.status = "processing"
+                attempt.started_at = attempt.started_at or now
+            await touch(session, task)
+            inputs = list(
+                await session.scalars(
+                    select(TaskFile)
+                    .where(TaskFile.task_id == task.id, TaskFile.role == "input")
+                    .order_by(TaskFile.position)
+                )
+            )
+            return Claim(
+                task_id=task.id,
+                user_id=task.user_id,
+                task_no=task.task_no,
+                attempt=task.attempt,
+                task_type=task.task_type,
+                provider=task.ai_provider,
+                parameters=dict(task.input_parameters),
+                prompt=task.prompt,
+                cost=task.cost,
+                inputs=inputs,
+            )
+
+    async def _renew(self, claim: Claim, work: asyncio.Task[object]) -> None:
+        interval = self.ctx.settings.task_lease_seconds / 3
+        while not work.done():
+            await asyncio.sleep(interval)
+            try:
+                ok = await self._extend(claim)
+            except Exception:
+                log.exception("lease renewal failed", extra={"task_id": claim.task_id})
+                continue  # keep trying; if the database stays away the lease simply expires
+            if not ok:
+                work.cancel()
+                return
+
+    async def _extend(self, claim: Claim, progress: int | None = None) -> bool:
+        now = datetime.now(UTC)
+        async with self.ctx.db.transaction() as session:
+            values: dict[str, object] = {"lease_expires_at": now + self.lease}
+            if progress is not None:
+                values["progress"] = progress
+                values["updated_at"] = now
+            result = await session.execute(
+                update(Task).where(self._held(claim)).values(**values).returning(Task.id)
+            )
+            if result.scalar_one_or_none() is None:
+                return False
+            if progress is not None:
+                task = await session.get(Task, claim.task_id)
+                assert task is not None
+                await touch(session, task, kind="progress")
+            return True
+
+    def _held(self, claim: Claim):  # type: ignore[no-untyped-def]
+        return (
+            (Task.id == claim.task_id)
+            & (Task.status == TaskStatus.PROCESSING)
+            & (Task.lease_owner == self.worker_id)
+            & (Task.attempt == claim.attempt)
+        )
+
+    async def _unclaim(self, claim: Claim) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5), self.ctx.db.transaction() as session:
+                await session.execute(
+                    update(Task)
+                    .where(self._held(claim))
+                    .values(status=TaskStatus.PENDING, lease_owner=None, lease_expires_at=None)
+                )
+
+    # -- the work -----------------------------------------------------------------------------
+
+    async def _work(self, claim: Claim) -> ProviderResult | TaskFailure:
+        provider = self.ctx.registry.get(claim.provider)
+        if provider is None:
+            return TaskFailure("provider_unavailable", f"The provider {claim.provider!r} is not configured.")
+        try:
+            inputs = [
+                InputImage(
+                    data=await self.ctx.storage.get(f.storage_key),
+                    content_type=f.content_type,
+                    name=f.original_name or "",
+                )
+                for f in claim.inputs
+            ]
+        except ObjectNotFound:
+            return TaskFailure("input_missing", "An input file of this task is missing from storage.")
+        last_write = 0.0
+        last_value = PROGRESS_START
+
+        async def progress(value: float) -> None:
+            nonlocal last_write, last_value
+            scaled = int(PROGRESS_START + (PROGRESS_END - PROGRESS_START) * min(max(value, 0.0), 100.0) / 100)
+            now = time.monotonic()
+            if scaled <= last_value or now - last_write < PROGRESS_MIN_INTERVAL:
+                return
+            last_write, last_value = now, scaled
+            if not await self._extend(claim, progress=scaled):
+                raise LeaseLost
+
+        await self._extend(claim, progress=PROGRESS_START)
+        request = ProviderRequest(
+            task_id=claim.task_id,
+            task_type=claim.task_type,
+            inputs=inputs,
+            parameters=claim.parameters,
+            prompt=claim.prompt,
+        )
+        try:
+            return await provider.run(request, progress)
+        except LeaseLost:
+            raise asyncio.CancelledError from None
+        except ProviderError as exc:
+            return TaskFailure(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("provider crashed", extra={"task_id": claim.task_id})
+            return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    async def _finish_completed(self, claim: Claim, result: ProviderResult) -> None:
+        if not result.outputs:
+            await self._finish_failed(claim, TaskFailure("provider_error", "The provider returned no image."))
+            return
+        stored: list[TaskFile] = []
+        for position, out in enumerate(result.outputs):
+            content_type = imaging.sniff_image_type(out.data)
+            if content_type is None:
+                await self._delete([f.storage_key for f in stored])
+                failure = TaskFailure(
+                    "provider_error", "The provider returned something that is not an image."
+                )
+                await self._finish_failed(claim, failure)
+                return
+            key = new_key("outputs", f"{claim.task_no}_{position + 1}", content_type)
+            await self.ctx.storage.put(key, out.data, content_type)
+            stored.append(
+                TaskFile(
+                    task_id=claim.task_id,
+                    role="output",
+                    attempt=claim.attempt,
+                    position=position,
+                    storage_key=key,
+                    content_type=content_type,
+                    size=len(out.data),
+                    width=out.width,
+                    height=out.height,
+                )
+            )
+        now = datetime.now(UTC)
+        done = False
+        try:
+            async with self.ctx.db.transaction() as session:
+                task = await self._held_task(session, claim)
+                if task is None:
+                    return
+                for f in stored:
+                    session.add(f)
+                task.status = TaskStatus.COMPLETED
+                task.progress = 100
+                task.completed_at = now
+                task.updated_at = now
+                task.lease_owner = None
+                task.lease_expires_at = None
+                task.error_code = task.error_message = None
+                task.ai_task_id = result.request_id or task.ai_task_id
+                task.result_metadata = dict(result.metadata) or None
+                await close_attempt(session, task, "completed", now)
+                await credits.capture(
+                    session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no
+                )
+                await touch(session, task)
+                done = True
+        finally:
+            if not done:  # canceled meanwhile, lease lost, or the transaction failed
+                await self._delete([f.storage_key for f in stored])
+        log.info("task completed", extra={"task_id": claim.task_id, "attempt": claim.attempt})
+
+    async def _finish_failed(self, claim: Claim, failure: TaskFailure) -> None:
+        async with self.ctx.db.transaction() as session:
+            task = await self._held_task(session, claim)
+            if task is None:
+                return
+            await self._fail(session, task, failure.code, failure.message, datetime.now(UTC))
+        log.info("task failed", extra={"task_id": claim.task_id, "code": failure.code})
+
+    async def _held_task(self, session: AsyncSession, claim: Claim) -> Task | None:
+        return await session.scalar(select(Task).where(self._held(claim)).with_for_update())
+
+    async def _fail(self, session: AsyncSession, task: Task, code: str, message: str, now: datetime) -> None:
+        task.status = TaskStatus.FAILED
+        task.error_code = code
+        task.error_message = message
+        task.completed_at = now
+        task.updated_at = now
+        task.lease_owner = None
+        task.lease_expires_at = None
+        await close_attempt(session, task, "failed", now)
+        await credits.release(session, task.user_id, task.id, task.attempt, task.cost, task.task_no, code)
+        await touch(session, task)
+
+    async def _delete(self, keys: list[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(Exception):
+                await self.ctx.storage.delete(key)

@@ -1,0 +1,74 @@
+"""Task rows → API JSON, with signed, expiring file URLs usable by the owner only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from darkroom.context import AppContext
+from darkroom.models import Task, TaskAttempt, TaskFile
+from darkroom.storage.keys import EXTENSIONS
+from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead, TaskStatusRead
+
+
+def _file(ctx: AppContext, task: Task, f: TaskFile) -> FileRead:
+    ttl = ctx.settings.file_url_ttl
+    ext = EXTENSIONS.get(f.content_type, "bin")
+    download = f"{task.task_no}_{f.role}_{f.position + 1}.{ext}"
+    return FileRead(
+        url=ctx.storage.url(f.storage_key, expires_in=ttl),
+        download_url=ctx.storage.url(f.storage_key, expires_in=ttl, download_name=download),
+        content_type=f.content_type,
+        size=f.size,
+        width=f.width,
+        height=f.height,
+        name=f.original_name,
+    )
+
+
+def present(
+    ctx: AppContext, task: Task, files: Sequence[TaskFile], attempts: Sequence[TaskAttempt] | None = None
+) -> TaskRead:
+    inputs = [_file(ctx, task, f) for f in files if f.role == "input"]
+    results = [_file(ctx, task, f) for f in files if f.role == "output"]
+    return TaskRead(
+        id=task.id,
+        task_no=task.task_no,
+        status=task.status,
+        task_type=task.task_type,
+        ai_provider=task.ai_provider,
+        ai_model=task.ai_model,
+        input_files=[f.url for f in inputs],
+        inputs=inputs,
+        input_parameters=task.input_parameters,
+        prompt=task.prompt,
+        result_urls=[f.url for f in results],
+        results=results,
+        error_code=task.error_code,
+        error_message=task.error_message,
+        progress=task.progress,
+        retry_count=task.retry_count,
+        attempt=task.attempt,
+        cost=task.cost,
+        seq=task.seq,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        completed_at=task.completed_at,
+        updated_at=task.updated_at,
+        attempts=[AttemptRead.model_validate(a) for a in attempts] if attempts is not None else None,
+    )
+
+
+def present_status(ctx: AppContext, task: Task, files: Sequence[TaskFile]) -> TaskStatusRead:
+    ttl = ctx.settings.file_url_ttl
+    return TaskStatusRead(
+        id=task.id,
+        task_no=task.task_no,
+        status=task.status,
+        progress=task.progress,
+        result_urls=[ctx.storage.url(f.storage_key, expires_in=ttl) for f in files if f.role == "output"],
+        error_code=task.error_code,
+        error_message=task.error_message,
+        retry_count=task.retry_count,
+        seq=task.seq,
+        updated_at=task.updated_at,
+    )

@@ -1,0 +1,298 @@
+"""Tasks: create (with the credit reservation), read, list, retry, cancel. Never commits.
+
+The transaction that creates a task also reserves its price; the job is dispatched only after
+that commit (``uow.after_commit``); stored inputs are deleted again if it rolls back.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from darkroom import imaging
+from darkroom.context import AppContext
+from darkroom.credits import service as credits
+from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User
+from darkroom.models.base import new_id
+from darkroom.providers.params import InvalidParameter, validate_parameters
+from darkroom.providers.registry import KNOWN_TASK_TYPES
+from darkroom.storage.keys import new_key
+from darkroom.tasks.events import close_attempt, touch
+from darkroom.uow import after_commit, on_rollback
+
+_TASK_NO_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as the client sent it. Its name and declared type are never trusted."""
+
+    name: str | None
+    data: bytes
+
+
+def new_task_no(now: datetime) -> str:
+    suffix = "".join(secrets.choice(_TASK_NO_ALPHABET) for _ in range(4))
+    return f"T{now:%Y%m%d%H%M%S}{suffix}"
+
+
+def parse_parameters(raw: str | None) -> dict[str, Any]:
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Unprocessable(
+            f"parameters must be a JSON object; this is not valid JSON ({exc.msg}).",
+            code="invalid_parameters",
+        ) from None
+    if not isinstance(value, dict):
+        raise Unprocessable(
+            'parameters must be a JSON object, like {"style": "..."}.', code="invalid_parameters"
+        )
+    return value
+
+
+def default_prompt(task_type: str, params: dict[str, Any]) -> str | None:
+    if isinstance(params.get("prompt"), str):
+        return str(params["prompt"])
+    match task_type:
+        case "style_transfer":
+            return f"Transform the image with the {params.get('style', 'chosen')} style."
+        case "background_removal":
+            return "Remove the background from the image, keeping only the main subject."
+        case "color_enhancement":
+            return f"Enhance the colours in the image with the {params.get('enhancement', 'auto')} effect."
+    return None
+
+
+async def create_task(
+    ctx: AppContext,
+    session: AsyncSession,
+    user: User,
+    task_type: str,
+    raw_parameters: str | None,
+    uploads: Sequence[Upload],
+) -> Task:
+    settings = ctx.settings
+    # 1. What is asked, and can anything serve it? (cheap checks first, nothing stored yet)
+    if task_type not in KNOWN_TASK_TYPES and ctx.registry.route(task_type) is None:
+        raise Unprocessable(
+            f"Unknown task type {task_type!r}. See GET /api/task-types for the list.",
+            code="unknown_task_type",
+        )
+    route = ctx.registry.route(task_type)
+    if route is None:
+        raise Unprocessable(
+            f"No configured AI provider can run {task_type!r} tasks on this server.",
+            code="task_type_unavailable",
+        )
+    price = settings.price_of(task_type)
+    if price is None:
+        raise Unprocessable(f"Task type {task_type!r} has no price configured.", code="task_type_unavailable")
+    params_in = parse_parameters(raw_parameters)
+    params_in.pop("credits", None)  # the client never says what it pays
+    try:
+        params = validate_parameters(route.spec, params_in)
+    except InvalidParameter as exc:
+        raise Unprocessable(exc.message, code="invalid_parameter", parameter=exc.parameter) from None
+
+    # 2. The files: count, size, and what the bytes really are.
+    max_inputs = min(route.spec.max_inputs, settings.max_files)
+    if len(uploads) < route.spec.min_inputs:
+        raise Unprocessable(
+            f"Upload at least {route.spec.min_inputs} image(s) in the 'files' field.", code="no_files"
+        )
+    if len(uploads) > max_inputs:
+        raise Unprocessable(
+            f"{task_type} takes at most {max_inputs} file(s); {len(uploads)} were sent.",
+            code="too_many_files",
+        )
+    infos: list[imaging.ImageInfo] = []
+    for upload in uploads:
+        label = upload.name or "file"
+        if len(upload.data) > settings.max_file_bytes:
+            raise PayloadTooLarge(
+                f"{label} is {len(upload.data) / 2**20:.1f} MB; "
+                f"the limit is {settings.max_file_mb:g} MB per file.",
+                code="file_too_large",
+            )
+        if not upload.data:
+            raise Unprocessable(f"{label} is empty.", code="empty_file")
+        try:
+            infos.append(imaging.inspect_image(upload.data, settings.max_pixels))
+        except imaging.ImageRejected as exc:
+            error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
+            raise error(f"{label}: {exc.message}", code=exc.code) from None
+
+    # 3. Enough credits? (a fast refusal; the reservation below is the real, race-free check)
+    balance = await credits.balance_of(session, user.id)
+    if balance < price:
+        raise credits.InsufficientCredits(price, balance)
+
+    # 4. Store the inputs, then write task + files + reservation in this one transaction.
+    now = datetime.now(UTC)
+    task = Task(
+        id=new_id(),
+        task_no=new_task_no(now),
+        user_id=user.id,
+        task_type=task_type,
+        status=TaskStatus.PENDING,
+        ai_provider=route.provider.name,
+        input_parameters=params,
+        prompt=default_prompt(task_type, params),
+        cost=price,
+        attempt=1,
+        dispatched_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(task)
+    stored: list[str] = []
+
+    async def cleanup() -> None:
+        for key in stored:
+            await ctx.storage.delete(key)
+
+    on_rollback(session, cleanup)
+    for position, (upload, info) in enumerate(zip(uploads, infos, strict=True)):
+        key = new_key("inputs", upload.name, info.content_type)
+        await ctx.storage.put(key, upload.data, info.content_type)
+        stored.append(key)
+        session.add(
+            TaskFile(
+                task_id=task.id,
+                role="input",
+                attempt=0,
+                position=position,
+                storage_key=key,
+                content_type=info.content_type,
+                size=len(upload.data),
+                width=info.width,
+                height=info.height,
+                original_name=(upload.name or "")[:255] or None,
+            )
+        )
+    session.add(TaskAttempt(task_id=task.id, attempt=1, ai_provider=route.provider.name, cost=price))
+    await session.flush()
+    await credits.reserve(session, user.id, task.id, 1, price, task.task_no)
+    await touch(session, task)
+    after_commit(session, lambda: ctx.dispatcher.dispatch([task.id]))
+    return task
+
+
+async def get_owned(session: AsyncSession, user: User, task_id: str, *, for_update: bool = False) -> Task:
+    stmt = select(Task).where(Task.id == task_id, Task.user_id == user.id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    task = (await session.execute(stmt)).scalar_one_or_none()
+    if task is None:  # someone else's task looks exactly like a missing one
+        raise NotFound("Task not found.", code="task_not_found")
+    return task
+
+
+async def files_of(session: AsyncSession, tasks: Sequence[Task]) -> dict[str, list[TaskFile]]:
+    """Inputs and the outputs of each task's current attempt, in order."""
+    if not tasks:
+        return {}
+    rows = await session.scalars(
+        select(TaskFile).where(TaskFile.task_id.in_([t.id for t in tasks])).order_by(TaskFile.position)
+    )
+    current = {t.id: t.attempt for t in tasks}
+    out: dict[str, list[TaskFile]] = {t.id: [] for t in tasks}
+    for f in rows:
+        if f.role == "input" or f.attempt == current[f.task_id]:
+            out[f.task_id].append(f)
+    return out
+
+
+async def attempts_of(session: AsyncSession, task: Task) -> list[TaskAttempt]:
+    rows = await session.scalars(
+        select(TaskAttempt).where(TaskAttempt.task_id == task.id).order_by(TaskAttempt.attempt)
+    )
+    return list(rows)
+
+
+async def list_tasks(
+    session: AsyncSession, user: User, *, limit: int, offset: int, status: str | None
+) -> tuple[list[Task], int]:
+    cond = [Task.user_id == user.id]
+    if status:
+        cond.append(Task.status == status)
+    total = await session.scalar(select(func.count()).select_from(Task).where(*cond))
+    rows = await session.scalars(
+        select(Task).where(*cond).order_by(Task.created_at.desc(), Task.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), total or 0
+
+
+async def retry_task(ctx: AppContext, session: AsyncSession, user: User, task_id: str) -> Task:
+    task = await get_owned(session, user, task_id, for_update=True)
+    if task.status != TaskStatus.FAILED:
+        raise Conflict(
+            f"Only a failed task can be retried; this one is {task.status}.", code="task_not_retryable"
+        )
+    if task.retry_count >= ctx.settings.max_retries:
+        raise Conflict(
+            f"This task was already retried {task.retry_count} times, the most allowed.",
+            code="retry_limit_reached",
+        )
+    route = ctx.registry.route(task.task_type)
+    if route is None:
+        raise Unprocessable(
+            f"No configured AI provider can run {task.task_type!r} tasks any more.",
+            code="task_type_unavailable",
+        )
+    price = ctx.settings.price_of(task.task_type) or 0
+    now = datetime.now(UTC)
+    task.attempt += 1
+    task.retry_count += 1
+    task.status = TaskStatus.PENDING
+    task.ai_provider = route.provider.name
+    task.cost = price
+    task.progress = 0
+    task.error_code = task.error_message = None
+    task.lease_owner = None
+    task.lease_expires_at = None
+    task.claim_count = 0
+    task.completed_at = None
+    task.dispatched_at = now
+    task.updated_at = now
+    session.add(
+        TaskAttempt(task_id=task.id, attempt=task.attempt, ai_provider=route.provider.name, cost=price)
+    )
+    await session.flush()
+    await credits.reserve(session, user.id, task.id, task.attempt, price, task.task_no)
+    await touch(session, task)
+    after_commit(session, lambda: ctx.dispatcher.dispatch([task.id]))
+    return task
+
+
+async def cancel_task(session: AsyncSession, user: User, task_id: str) -> Task:
+    task = await get_owned(session, user, task_id, for_update=True)
+    if task.status not in ACTIVE_STATUSES:
+        raise Conflict(
+            f"Only a pending or processing task can be canceled; this one is {task.status}.",
+            code="task_not_cancelable",
+        )
+    now = datetime.now(UTC)
+    task.status = TaskStatus.CANCELED
+    task.error_code = "canceled"
+    task.error_message = "Canceled by the user."
+    task.lease_owner = None
+    task.lease_expires_at = None
+    task.completed_at = now
+    task.updated_at = now
+    await close_attempt(session, task, "canceled", now)
+    await credits.release(session, task.user_id, task.id, task.attempt, task.cost, task.task_no, "canceled")
+    await touch(session, task)
+    return task
