@@ -45,7 +45,9 @@ def app_client(tmp_path: Path, local_provider: LocalProvider) -> AppFactory:
     """Start the real app (real SQLite file, real storage, in-process workers) and give an HTTP client."""
 
     @asynccontextmanager
-    async def factory(providers: Sequence[Provider] | None = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def factory(
+        providers: Sequence[Provider] | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         settings = make_settings(tmp_path, **overrides)
         app = create_app(settings, providers=list(providers) if providers is not None else [local_provider])
         async with LifespanManager(app) as manager:

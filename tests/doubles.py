@@ -33,7 +33,10 @@ class ScriptedProvider:
 
     def capabilities(self) -> Mapping[str, TaskTypeSpec]:
         params = {"note": ParameterSpec(type="string", default="")}
-        return {t: TaskTypeSpec(task_type=t, parameters=params, min_inputs=1, max_inputs=5) for t in self.task_types}
+        return {
+            t: TaskTypeSpec(task_type=t, parameters=params, min_inputs=1, max_inputs=5)
+            for t in self.task_types
+        }
 
     async def run(self, request: ProviderRequest, progress: ProgressCallback) -> ProviderResult:
         self.calls.append(request)

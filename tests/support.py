@@ -23,7 +23,10 @@ def photo(width: int = 320, height: int = 240, fmt: str = "JPEG", **save: Any) -
         t = y / max(height - 1, 1)
         draw.line([(0, y), (width, y)], fill=(int(90 + 100 * t), int(140 + 60 * t), int(220 - 120 * t)))
     draw.ellipse(
-        [width * 0.3, height * 0.2, width * 0.7, height * 0.9], fill=(200, 40, 40), outline=(40, 20, 10), width=3
+        [width * 0.3, height * 0.2, width * 0.7, height * 0.9],
+        fill=(200, 40, 40),
+        outline=(40, 20, 10),
+        width=3,
     )
     draw.rectangle([width * 0.05, height * 0.7, width * 0.2, height * 0.95], fill=(30, 120, 40))
     buf = io.BytesIO()
@@ -35,8 +38,12 @@ def unique_email(prefix: str = "user") -> str:
     return f"{prefix}{next(_counter)}-{time.time_ns()}@example.com"
 
 
-async def register(client: httpx.AsyncClient, email: str | None = None, password: str = "correct horse 1") -> dict[str, str]:
-    response = await client.post("/api/auth/register", json={"email": email or unique_email(), "password": password})
+async def register(
+    client: httpx.AsyncClient, email: str | None = None, password: str = "correct horse 1"
+) -> dict[str, str]:
+    response = await client.post(
+        "/api/auth/register", json={"email": email or unique_email(), "password": password}
+    )
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['data']['accessToken']}"}
 

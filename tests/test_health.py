@@ -19,7 +19,18 @@ async def test_unknown_route_uses_the_envelope(client: httpx.AsyncClient) -> Non
 
 async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
-    for path in ("/api/auth/register", "/api/auth/login", "/api/me", "/api/tasks", "/api/tasks/{task_id}",
-                 "/api/tasks/{task_id}/status", "/api/tasks/{task_id}/retry", "/api/tasks/{task_id}/cancel",
-                 "/api/credits", "/api/task-types", "/healthz", "/readyz"):
+    for path in (
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/me",
+        "/api/tasks",
+        "/api/tasks/{task_id}",
+        "/api/tasks/{task_id}/status",
+        "/api/tasks/{task_id}/retry",
+        "/api/tasks/{task_id}/cancel",
+        "/api/credits",
+        "/api/task-types",
+        "/healthz",
+        "/readyz",
+    ):
         assert path in paths, path

@@ -25,8 +25,8 @@ from darkroom.context import AppContext
 from darkroom.credits.endpoints import router as credits_router
 from darkroom.db import Database
 from darkroom.errors import DarkroomError
-from darkroom.middleware import ContentLengthGuard
 from darkroom.health import router as health_router
+from darkroom.middleware import ContentLengthGuard
 from darkroom.providers.base import Provider
 from darkroom.providers.local import LocalProvider
 from darkroom.providers.registry import ProviderRegistry

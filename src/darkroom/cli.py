@@ -120,7 +120,7 @@ def users_create(email: str, password: str, username: str | None, credits_: int 
         raise click.ClickException(str(exc)) from None
     grant = settings.signup_credits if credits_ is None else credits_
 
-    async def run(ctx: Any) -> str:
+    async def run(ctx: Any) -> tuple[str, str]:
         async with ctx.db.transaction() as session:
             user = await service.create_user(
                 session,
@@ -131,13 +131,13 @@ def users_create(email: str, password: str, username: str | None, credits_: int 
                 is_admin=admin,
                 grant_description="Initial credits (darkroom users create)",
             )
-            return str(user.id)
+            return user.id, user.email
 
     try:
-        user_id = _with_db(settings, run)
+        user_id, stored_email = _with_db(settings, run)
     except DarkroomError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"created {email} (id {user_id}) with {grant} credits{' as admin' if admin else ''}")
+    click.echo(f"created {stored_email} (id {user_id}) with {grant} credits{' as admin' if admin else ''}")
 
 
 @main.group()

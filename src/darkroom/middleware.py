@@ -20,11 +20,17 @@ class ContentLengthGuard:
             if declared.isdigit() and int(declared) > self.max_body_size:
                 mb = self.max_body_size / 2**20
                 body = json.dumps(
-                    {"success": False, "code": "request_too_large",
-                     "message": f"The request is larger than the {mb:.0f} MB this server accepts."}
+                    {
+                        "success": False,
+                        "code": "request_too_large",
+                        "message": f"The request is larger than the {mb:.0f} MB this server accepts.",
+                    }
                 ).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                           (b"connection", b"close")]
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ]
                 await send({"type": "http.response.start", "status": 413, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return

@@ -10,7 +10,9 @@ from tests.support import register, unique_email
 
 async def test_register_login_me(client: httpx.AsyncClient) -> None:
     email = unique_email()
-    r = await client.post("/api/auth/register", json={"email": email, "password": "s3cret-pass", "username": "ann"})
+    r = await client.post(
+        "/api/auth/register", json={"email": email, "password": "s3cret-pass", "username": "ann"}
+    )
     assert r.status_code == 201
     body = r.json()
     assert body["success"] is True
@@ -28,7 +30,9 @@ async def test_register_login_me(client: httpx.AsyncClient) -> None:
 
     r = await client.get("/api/credits", headers={"Authorization": f"Bearer {token}"})
     tx = r.json()["data"]["transactions"]
-    assert [(t["type"], t["amount"], t["balanceBefore"], t["balanceAfter"]) for t in tx] == [("grant", 20, 0, 20)]
+    assert [(t["type"], t["amount"], t["balanceBefore"], t["balanceAfter"]) for t in tx] == [
+        ("grant", 20, 0, 20)
+    ]
 
 
 async def test_email_unique_case_insensitively(client: httpx.AsyncClient) -> None:
@@ -43,18 +47,26 @@ async def test_wrong_password_and_unknown_email_look_the_same(client: httpx.Asyn
     email = unique_email()
     await register(client, email)
     wrong = await client.post("/api/auth/login", json={"email": email, "password": "not-the-password"})
-    unknown = await client.post("/api/auth/login", json={"email": unique_email(), "password": "not-the-password"})
+    unknown = await client.post(
+        "/api/auth/login", json={"email": unique_email(), "password": "not-the-password"}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert wrong.json()["code"] == "invalid_credentials"
 
 
 async def test_register_validation(client: httpx.AsyncClient) -> None:
-    for body in ({"email": "not-an-email", "password": "long-enough"}, {"email": unique_email(), "password": "short"}, {}):
+    for body in (
+        {"email": "not-an-email", "password": "long-enough"},
+        {"email": unique_email(), "password": "short"},
+        {},
+    ):
         r = await client.post("/api/auth/register", json=body)
         assert r.status_code == 422, body
         assert r.json()["success"] is False and r.json()["code"] == "validation_error"
-    r = await client.post("/api/auth/register", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/auth/register", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
 
 
@@ -65,10 +77,18 @@ async def test_tokens_missing_expired_forged(client: httpx.AsyncClient) -> None:
     assert claims["sub"] and claims["exp"] > time.time()
 
     assert (await client.get("/api/me")).json()["code"] == "unauthorized"
-    forged = jwt.encode({**claims, "sub": claims["sub"]}, "a-different-secret-of-enough-length", algorithm="HS256")
-    expired = jwt.encode({**claims, "exp": int(time.time()) - 10}, "test-secret-" + "x" * 40, algorithm="HS256")
+    forged = jwt.encode(
+        {**claims, "sub": claims["sub"]}, "a-different-secret-of-enough-length", algorithm="HS256"
+    )
+    expired = jwt.encode(
+        {**claims, "exp": int(time.time()) - 10}, "test-secret-" + "x" * 40, algorithm="HS256"
+    )
     unsigned = jwt.encode(claims, key=None, algorithm="none")  # type: ignore[arg-type]
-    for bad, code in ((forged, "invalid_token"), (expired, "token_expired"), (unsigned, "invalid_token"),
-                      ("garbage", "invalid_token")):
+    for bad, code in (
+        (forged, "invalid_token"),
+        (expired, "token_expired"),
+        (unsigned, "invalid_token"),
+        ("garbage", "invalid_token"),
+    ):
         r = await client.get("/api/me", headers={"Authorization": f"Bearer {bad}"})
         assert r.status_code == 401 and r.json()["code"] == code, (bad, r.text)

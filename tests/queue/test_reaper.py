@@ -47,8 +47,12 @@ async def test_expired_lease_is_taken_over_and_charged_once(app_client) -> None:
         # A worker that claimed the task and died: processing, lease already expired.
         async with ctx.db.transaction() as session:
             await session.execute(
-                update(Task).where(Task.id == task_id).values(
-                    status="processing", lease_owner="dead-worker", claim_count=1,
+                update(Task)
+                .where(Task.id == task_id)
+                .values(
+                    status="processing",
+                    lease_owner="dead-worker",
+                    claim_count=1,
                     lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
                 )
             )
@@ -60,24 +64,32 @@ async def test_expired_lease_is_taken_over_and_charged_once(app_client) -> None:
         assert task["status"] == "completed"
         assert len(provider.calls) == 1
         async with ctx.db.transaction(write=False) as session:
-            kinds = list(await session.scalars(
-                select(CreditTransaction.transaction_type).where(CreditTransaction.task_id == task_id)
-                .order_by(CreditTransaction.id)
-            ))
+            kinds = list(
+                await session.scalars(
+                    select(CreditTransaction.transaction_type)
+                    .where(CreditTransaction.task_id == task_id)
+                    .order_by(CreditTransaction.id)
+                )
+            )
         assert kinds == ["reserve", "capture"]
 
 
 async def test_a_task_that_keeps_killing_workers_is_given_up(app_client) -> None:  # type: ignore[no-untyped-def]
     provider = ScriptedProvider("scripted", ("color_enhancement",))
-    async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False,
-                          max_claims=3) as client:
+    async with app_client(
+        providers=[provider], default_ai_provider="scripted", run_workers=False, max_claims=3
+    ) as client:
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         headers = await register(client)
         task_id = (await submit(client, headers, "color_enhancement", [photo(32, 32)])).json()["data"]["id"]
         async with ctx.db.transaction() as session:
             await session.execute(
-                update(Task).where(Task.id == task_id).values(
-                    status="processing", lease_owner="dead", claim_count=3,
+                update(Task)
+                .where(Task.id == task_id)
+                .values(
+                    status="processing",
+                    lease_owner="dead",
+                    claim_count=3,
                     lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
                 )
             )

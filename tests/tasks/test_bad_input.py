@@ -18,7 +18,9 @@ def _png_header(width: int, height: int) -> bytes:
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     # A well-formed PNG whose header claims a huge canvas: the IDAT is a few bytes of zlib that
     # would inflate to gigabytes. It must be refused from the header alone.
@@ -34,8 +36,12 @@ def _gif() -> bytes:
 
 
 CASES: list[tuple[str, dict[str, object], int, str]] = [
-    ("text named .jpg", {"images": [b"hello, I am not an image" * 10], "names": ["x.jpg"]}, 415,
-     "unsupported_image_type"),
+    (
+        "text named .jpg",
+        {"images": [b"hello, I am not an image" * 10], "names": ["x.jpg"]},
+        415,
+        "unsupported_image_type",
+    ),
     ("gif", {"images": [_gif()]}, 415, "unsupported_image_type"),
     ("truncated jpeg", {"images": [photo(200, 200)[:600]]}, 422, "corrupt_image"),
     ("png bomb header", {"images": [_png_header(30000, 30000)]}, 422, "image_too_large"),
@@ -97,13 +103,18 @@ async def test_client_sent_credits_are_ignored(client: httpx.AsyncClient) -> Non
     r = await submit(client, headers, "color_enhancement", [photo(64, 64)], {"credits": 0})
     assert r.status_code == 201 and r.json()["data"]["cost"] == 1
     files = [("files", ("a.jpg", photo(64, 64), "image/jpeg"))]
-    r = await client.post("/api/tasks", headers=headers, files=files,
-                          data={"taskType": "color_enhancement", "credits": "0", "parameters": json.dumps({})})
+    r = await client.post(
+        "/api/tasks",
+        headers=headers,
+        files=files,
+        data={"taskType": "color_enhancement", "credits": "0", "parameters": json.dumps({})},
+    )
     assert r.status_code == 201 and r.json()["data"]["cost"] == 1
 
 
 async def test_not_enough_credits_is_402_and_stores_nothing(
-    app_client, tmp_path: Path  # type: ignore[no-untyped-def]
+    app_client,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     async with app_client(signup_credits=1) as client:
         headers = await register(client)

@@ -94,7 +94,9 @@ async def test_cancel_processing_task_releases_credits(app_client) -> None:  # t
 
 async def test_cancel_pending_task(app_client) -> None:  # type: ignore[no-untyped-def]
     provider = _scripted(30.0, 30.0)
-    async with app_client(providers=[provider], default_ai_provider="scripted", worker_concurrency=1) as client:
+    async with app_client(
+        providers=[provider], default_ai_provider="scripted", worker_concurrency=1
+    ) as client:
         headers = await register(client)
         first = (await submit(client, headers, "color_enhancement", [photo(64, 64)])).json()["data"]["id"]
         second = (await submit(client, headers, "color_enhancement", [photo(64, 64)])).json()["data"]["id"]

@@ -23,6 +23,7 @@ def _dump(model: Any) -> Any:
 
 @router.post("/tasks", status_code=201, response_model=Envelope[TaskRead])
 async def create_task(
+    request: Request,
     user: CurrentUser,
     session: Session,
     ctx: Context,
@@ -44,11 +45,12 @@ async def create_task(
         uploads.append(service.Upload(name=upload.filename, data=data))
     task = await service.create_task(ctx, session, user, task_type, parameters, uploads)
     files_by_task = await service.files_of(session, [task])
-    return ok(_dump(present(ctx, task, files_by_task[task.id])), "Task created")
+    return ok(_dump(present(ctx, str(request.base_url), task, files_by_task[task.id])), "Task created")
 
 
 @router.get("/tasks", response_model=PageEnvelope[list[TaskRead]])
 async def list_tasks(
+    request: Request,
     user: CurrentUser,
     session: Session,
     ctx: Context,
@@ -59,16 +61,18 @@ async def list_tasks(
     """The user's tasks, newest first."""
     tasks, total = await service.list_tasks(session, user, limit=limit, offset=offset, status=status)
     files = await service.files_of(session, tasks)
-    data = [_dump(present(ctx, t, files[t.id])) for t in tasks]
+    data = [_dump(present(ctx, str(request.base_url), t, files[t.id])) for t in tasks]
     return ok(data, pagination=_dump(Pagination.of(total, limit, offset)))
 
 
 @router.get("/tasks/{task_id}", response_model=Envelope[TaskRead])
-async def get_task(task_id: str, user: CurrentUser, session: Session, ctx: Context) -> dict[str, Any]:
+async def get_task(
+    task_id: str, request: Request, user: CurrentUser, session: Session, ctx: Context
+) -> dict[str, Any]:
     task = await service.get_owned(session, user, task_id)
     files = await service.files_of(session, [task])
     attempts = await service.attempts_of(session, task)
-    return ok(_dump(present(ctx, task, files[task.id], attempts)))
+    return ok(_dump(present(ctx, str(request.base_url), task, files[task.id], attempts)))
 
 
 @router.get(
@@ -87,23 +91,27 @@ async def get_task_status(
     files = await service.files_of(session, [task]) if task.status == "completed" else {task.id: []}
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "private, no-cache"
-    return ok(_dump(present_status(ctx, task, files[task.id])))
+    return ok(_dump(present_status(ctx, str(request.base_url), task, files[task.id])))
 
 
 @router.post("/tasks/{task_id}/retry", response_model=Envelope[TaskRead])
-async def retry_task(task_id: str, user: CurrentUser, session: Session, ctx: Context) -> dict[str, Any]:
+async def retry_task(
+    task_id: str, request: Request, user: CurrentUser, session: Session, ctx: Context
+) -> dict[str, Any]:
     """Run a failed task again (at most 3 times). Reserves its price again."""
     task = await service.retry_task(ctx, session, user, task_id)
     files = await service.files_of(session, [task])
-    return ok(_dump(present(ctx, task, files[task.id])), "Task queued again")
+    return ok(_dump(present(ctx, str(request.base_url), task, files[task.id])), "Task queued again")
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=Envelope[TaskRead])
-async def cancel_task(task_id: str, user: CurrentUser, session: Session, ctx: Context) -> dict[str, Any]:
+async def cancel_task(
+    task_id: str, request: Request, user: CurrentUser, session: Session, ctx: Context
+) -> dict[str, Any]:
     """Stop a pending or processing task; its reserved credits are released."""
     task = await service.cancel_task(session, user, task_id)
     files = await service.files_of(session, [task])
-    return ok(_dump(present(ctx, task, files[task.id])), "Task canceled")
+    return ok(_dump(present(ctx, str(request.base_url), task, files[task.id])), "Task canceled")
 
 
 @router.get("/task-types", response_model=Envelope[list[TaskTypeRead]])

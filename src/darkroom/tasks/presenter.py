@@ -10,13 +10,22 @@ from darkroom.storage.keys import EXTENSIONS
 from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead, TaskStatusRead
 
 
-def _file(ctx: AppContext, task: Task, f: TaskFile) -> FileRead:
-    ttl = ctx.settings.file_url_ttl
+def _absolute(base: str, url: str) -> str:
+    return url if "://" in url else base.rstrip("/") + url
+
+
+def file_url(ctx: AppContext, base: str, key: str, download_name: str | None = None) -> str:
+    """A signed, expiring URL for the stored object, absolute against ``base``."""
+    url = ctx.storage.url(key, expires_in=ctx.settings.file_url_ttl, download_name=download_name)
+    return _absolute(ctx.settings.app_url or base, url)
+
+
+def _file(ctx: AppContext, base: str, task: Task, f: TaskFile) -> FileRead:
     ext = EXTENSIONS.get(f.content_type, "bin")
     download = f"{task.task_no}_{f.role}_{f.position + 1}.{ext}"
     return FileRead(
-        url=ctx.storage.url(f.storage_key, expires_in=ttl),
-        download_url=ctx.storage.url(f.storage_key, expires_in=ttl, download_name=download),
+        url=file_url(ctx, base, f.storage_key),
+        download_url=file_url(ctx, base, f.storage_key, download),
         content_type=f.content_type,
         size=f.size,
         width=f.width,
@@ -26,10 +35,15 @@ def _file(ctx: AppContext, task: Task, f: TaskFile) -> FileRead:
 
 
 def present(
-    ctx: AppContext, task: Task, files: Sequence[TaskFile], attempts: Sequence[TaskAttempt] | None = None
+    ctx: AppContext,
+    base: str,
+    task: Task,
+    files: Sequence[TaskFile],
+    attempts: Sequence[TaskAttempt] | None = None,
 ) -> TaskRead:
-    inputs = [_file(ctx, task, f) for f in files if f.role == "input"]
-    results = [_file(ctx, task, f) for f in files if f.role == "output"]
+    """``base`` is the URL clients reach us at (the request's, unless APP_URL says otherwise)."""
+    inputs = [_file(ctx, base, task, f) for f in files if f.role == "input"]
+    results = [_file(ctx, base, task, f) for f in files if f.role == "output"]
     return TaskRead(
         id=task.id,
         task_no=task.task_no,
@@ -58,14 +72,13 @@ def present(
     )
 
 
-def present_status(ctx: AppContext, task: Task, files: Sequence[TaskFile]) -> TaskStatusRead:
-    ttl = ctx.settings.file_url_ttl
+def present_status(ctx: AppContext, base: str, task: Task, files: Sequence[TaskFile]) -> TaskStatusRead:
     return TaskStatusRead(
         id=task.id,
         task_no=task.task_no,
         status=task.status,
         progress=task.progress,
-        result_urls=[ctx.storage.url(f.storage_key, expires_in=ttl) for f in files if f.role == "output"],
+        result_urls=[file_url(ctx, base, f.storage_key) for f in files if f.role == "output"],
         error_code=task.error_code,
         error_message=task.error_message,
         retry_count=task.retry_count,

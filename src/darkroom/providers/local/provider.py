@@ -249,17 +249,16 @@ class LocalProvider:
                 if done:
                     self._warm = True
                     segment_start = loop.time()
+                if not pending:
+                    break  # run() reports 100 once the results are in
                 finished = len(jobs) - len(pending)
-                if pending:
-                    next_estimate = min(estimates[index_of[f]] for f in pending)
-                    elapsed = loop.time() - segment_start
-                    partial = min(_MAX_PARTIAL, 1.0 - math.exp(-elapsed / max(next_estimate, 0.05)))
-                else:
-                    partial = 0.0
-                value = min(99.9, 100.0 * (finished + partial) / len(jobs))
+                next_estimate = min(estimates[index_of[f]] for f in pending)
+                elapsed = loop.time() - segment_start
+                partial = min(_MAX_PARTIAL, 1.0 - math.exp(-elapsed / max(next_estimate, 0.05)))
+                value = round(100.0 * (finished + partial) / len(jobs), 1)
                 if value > reported:
                     reported = value
-                    await progress(round(value, 1))
+                    await progress(value)
         finally:
             # stop queued inputs of this task (on error or cancellation); running ones cannot stop
             for cf in cfutures:

@@ -1,0 +1,210 @@
+"""The pool-side operations, run in-process with the real models (no pool, so fast)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from darkroom.imaging import ImageRejected
+from darkroom.providers.base import OutputImage
+from darkroom.providers.local import STYLE_NAMES, operations
+from darkroom.providers.local.enhance import ENHANCEMENTS
+from tests.fixtures.photos import encode, has_metadata, jpeg_with_exif, photo_bytes, scene, with_alpha
+
+MAX = 50_000_000
+
+
+def decode(out: OutputImage) -> Image.Image:
+    img = Image.open(io.BytesIO(out.data))
+    img.load()
+    assert img.size == (out.width, out.height)
+    assert img.format == {"image/png": "PNG", "image/jpeg": "JPEG"}[out.content_type]
+    return img
+
+
+def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
+    x = np.asarray(a.convert("RGB"), dtype=np.float32)
+    y = np.asarray(b.convert("RGB"), dtype=np.float32)
+    return float(np.abs(x - y).mean())
+
+
+# --- background removal ---------------------------------------------------------------------------
+
+
+def test_background_removal_gives_rgba_with_real_mask() -> None:
+    out = operations.remove_background(photo_bytes(480, 360), max_pixels=MAX)
+    img = decode(out)
+    assert out.content_type == "image/png"
+    assert img.mode == "RGBA"
+    assert img.size == (480, 360)
+    alpha = np.asarray(img.getchannel("A"))
+    assert (alpha < 10).mean() > 0.2  # plenty of background removed
+    assert (alpha > 245).mean() > 0.02  # and a subject kept
+
+
+def test_background_removal_white_and_post_process() -> None:
+    out = operations.remove_background(
+        photo_bytes(320, 240), max_pixels=MAX, background="white", post_process=True
+    )
+    img = decode(out)
+    assert img.mode == "RGB"
+    assert img.size == (320, 240)
+    # background pixels became pure white
+    assert (np.asarray(img).min(axis=2) == 255).mean() > 0.2
+
+
+def test_background_removal_combines_existing_alpha() -> None:
+    src = with_alpha(scene(320, 240))
+    img = decode(operations.remove_background(encode(src, "PNG"), max_pixels=MAX))
+    alpha = np.asarray(img.getchannel("A"))
+    assert alpha[:, : 320 // 4].max() == 0  # transparent input stays transparent
+
+
+# --- style transfer -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_style_transfer_same_size_and_different(fmt: str) -> None:
+    src = scene(333, 250)
+    out = operations.stylize(encode(src, fmt), max_pixels=MAX, style="rust_oil")
+    img = decode(out)
+    assert img.size == (333, 250)
+    assert out.content_type == ("image/jpeg" if fmt == "JPEG" else "image/png")
+    assert mean_abs_diff(img, src) > 15
+
+
+def test_every_builtin_style_runs_and_styles_differ() -> None:
+    data = photo_bytes(96, 72)
+    renders = {
+        name: np.asarray(decode(operations.stylize(data, max_pixels=MAX, style=name)), dtype=np.float32)
+        for name in STYLE_NAMES
+    }
+    assert all(r.shape == (72, 96, 3) for r in renders.values())
+    names = list(renders)
+    for a, b in itertools.pairwise(names):
+        assert np.abs(renders[a] - renders[b]).mean() > 2, (a, b)
+
+
+def test_style_transfer_strength_and_preserve_color() -> None:
+    src = scene(200, 150)
+    data = encode(src, "PNG")
+    full = decode(operations.stylize(data, max_pixels=MAX, style="scarlet_shards"))
+    half = decode(operations.stylize(data, max_pixels=MAX, style="scarlet_shards", strength=0.5))
+    none = decode(operations.stylize(data, max_pixels=MAX, style="scarlet_shards", strength=0.0))
+    kept = decode(operations.stylize(data, max_pixels=MAX, style="scarlet_shards", preserve_color=True))
+    assert mean_abs_diff(none, src) < 1
+    assert mean_abs_diff(half, src) < mean_abs_diff(full, src)
+    # preserve_color keeps the chroma of the photo: closer in colour than the plain stylization
+    src_cb = np.asarray(src.convert("YCbCr"))[..., 1:].astype(float)
+    kept_cb = np.asarray(kept.convert("YCbCr"))[..., 1:].astype(float)
+    full_cb = np.asarray(full.convert("YCbCr"))[..., 1:].astype(float)
+    assert np.abs(kept_cb - src_cb).mean() < np.abs(full_cb - src_cb).mean()
+
+
+def test_style_transfer_large_input_is_capped_then_restored() -> None:
+    src = scene(2000, 300)  # rendered at 1600x240, returned at 2000x300
+    img = decode(operations.stylize(encode(src), max_pixels=MAX, style="blue_impasto"))
+    assert img.size == (2000, 300)
+
+
+def test_style_image_mode() -> None:
+    photo = scene(300, 200)
+    style = scene(150, 150, seed=7).rotate(40).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    out = operations.stylize(encode(photo), max_pixels=MAX, style="ignored", style_image=encode(style, "PNG"))
+    img = decode(out)
+    assert img.size == (300, 200)
+    assert mean_abs_diff(img, photo) > 10
+
+
+def test_style_transfer_keeps_alpha() -> None:
+    img = decode(
+        operations.stylize(encode(with_alpha(scene(200, 100)), "PNG"), max_pixels=MAX, style="pastel_pop")
+    )
+    assert img.mode == "RGBA"
+    assert img.getchannel("A").getextrema() == (0, 255)
+
+
+def test_style_transfer_rejects_tiny_images() -> None:
+    with pytest.raises(operations.OperationInputError):
+        operations.stylize(photo_bytes(200, 20), max_pixels=MAX, style="rust_oil")
+
+
+def test_unknown_style_in_worker() -> None:
+    with pytest.raises(operations.OperationInputError):
+        operations.stylize(photo_bytes(64, 64), max_pixels=MAX, style="nope")
+
+
+# --- colour enhancement ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ENHANCEMENTS))
+def test_every_enhancement_changes_the_photo(name: str) -> None:
+    src = scene(320, 240)
+    out = operations.enhance_color(encode(src, "PNG"), max_pixels=MAX, enhancement=name)
+    img = decode(out)
+    assert out.content_type == "image/png"
+    assert img.size == (320, 240)
+    assert mean_abs_diff(img, src) > 3, name
+    weak = decode(
+        operations.enhance_color(encode(src, "PNG"), max_pixels=MAX, enhancement=name, strength=0.3)
+    )
+    assert 0 < mean_abs_diff(weak, src) < mean_abs_diff(img, src)
+
+
+def test_black_and_white_is_gray() -> None:
+    img = decode(operations.enhance_color(photo_bytes(), max_pixels=MAX, enhancement="black_and_white"))
+    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+    assert np.abs(arr[..., 0] - arr[..., 2]).max() <= 3
+
+
+def test_enhancement_formats() -> None:
+    assert (
+        operations.enhance_color(photo_bytes(), max_pixels=MAX, enhancement="vivid").content_type
+        == "image/jpeg"
+    )
+    webp = encode(with_alpha(scene(200, 100)), "WEBP", lossless=True)
+    out = operations.enhance_color(webp, max_pixels=MAX, enhancement="warm")
+    img = decode(out)
+    assert out.content_type == "image/png"
+    assert img.mode == "RGBA"
+    assert img.getchannel("A").getextrema() == (0, 255)
+    bw = decode(operations.enhance_color(webp, max_pixels=MAX, enhancement="black_and_white"))
+    assert bw.mode == "LA"
+
+
+# --- EXIF and metadata ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_type", "params"),
+    [
+        ("background_removal", {}),
+        ("style_transfer", {"style": "moody_dusk"}),
+        ("color_enhancement", {"enhancement": "vintage"}),
+    ],
+)
+def test_exif_orientation_applied_and_metadata_stripped(task_type: str, params: dict[str, str]) -> None:
+    data = jpeg_with_exif(300, 200, orientation=6)
+    assert has_metadata(data)
+    out = operations.run_operation(task_type, data, params, max_pixels=MAX)
+    assert (out.width, out.height) == (200, 300)
+    assert not has_metadata(out.data)
+    with Image.open(io.BytesIO(out.data)) as img:
+        assert len(img.getexif()) == 0
+        assert img.size == (200, 300)
+
+
+def test_corrupt_input_raises_image_rejected() -> None:
+    data = photo_bytes()
+    with pytest.raises(ImageRejected) as err:
+        operations.run_operation("color_enhancement", data[:300], {"enhancement": "auto"}, max_pixels=MAX)
+    assert err.value.code == "corrupt_image"
+
+
+def test_unknown_task_type() -> None:
+    with pytest.raises(operations.OperationInputError):
+        operations.run_operation("upscale", photo_bytes(), {}, max_pixels=MAX)

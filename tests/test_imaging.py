@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import io
+import pickle
+import resource
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from darkroom.imaging import (
+    ImageInfo,
+    ImageRejected,
+    encode_jpeg,
+    encode_png,
+    inspect_image,
+    open_image,
+    sniff_image_type,
+    thumbnail,
+)
+from tests.fixtures.photos import encode, has_metadata, jpeg_with_exif, scene, with_alpha
+
+MAX = 50_000_000
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims width x height RGB pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    data = bytearray(encode(scene(64, 48), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- sniffing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")]
+)
+def test_sniff_real_images(fmt: str, expected: str) -> None:
+    assert sniff_image_type(encode(scene(32, 24), fmt)) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello world",
+        b"GIF89a" + b"\x00" * 20,
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+        b"RIFF\x00\x00",
+        b"\x89PNG\r\n",  # incomplete signature
+        b"\xff\xd8",  # incomplete JPEG magic
+        b"%PDF-1.7",
+    ],
+)
+def test_sniff_rejects_non_images(data: bytes) -> None:
+    assert sniff_image_type(data) is None
+
+
+# --- inspect_image --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_inspect_valid(fmt: str) -> None:
+    info = inspect_image(encode(scene(120, 80), fmt), MAX)
+    assert info == ImageInfo(content_type=f"image/{fmt.lower()}", width=120, height=80)
+
+
+def test_inspect_reports_stored_size_of_rotated_jpeg() -> None:
+    info = inspect_image(jpeg_with_exif(300, 200, orientation=6), MAX)
+    assert (info.width, info.height) == (300, 200)
+
+
+def test_unsupported_type() -> None:
+    gif = encode(scene(20, 20).convert("P"), "GIF")
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(gif, MAX)
+    assert err.value.code == "unsupported_image_type"
+    assert err.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x89PNG\r\n\x1a\n" + b"garbage" * 20,  # PNG signature, garbage after
+        png_declaring(64, 64),  # valid header, IDAT far too short for the pixels
+        b"\xff\xd8\xff" + b"\x00" * 50,  # JPEG magic, garbage after
+        b"RIFF\x10\x00\x00\x00WEBPVP8 garbage!",  # WebP magic, garbage after
+    ],
+)
+def test_corrupt_images(data: bytes) -> None:
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(data, MAX)
+    assert err.value.code == "corrupt_image"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_truncated_image_is_corrupt(fmt: str) -> None:
+    data = encode(scene(400, 300), fmt)
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(data[: len(data) * 2 // 3], MAX)
+    assert err.value.code == "corrupt_image"
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels"),
+    [
+        (20000, 20000, MAX),  # 400 MP: beyond Pillow's own DecompressionBombError limit
+        (10000, 10000, MAX),  # 100 MP: Pillow's DecompressionBombWarning range (an error under pytest)
+        (5000, 5000, 10_000_000),  # 25 MP: only our own limit applies
+    ],
+)
+def test_too_large_png_is_rejected_from_the_header(width: int, height: int, max_pixels: int) -> None:
+    data = png_declaring(width, height)
+    before = _peak_rss_mb()
+    start = time.perf_counter()
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(data, max_pixels)
+    assert err.value.code == "image_too_large"
+    assert time.perf_counter() - start < 0.5
+    assert _peak_rss_mb() - before < 50  # nothing near width*height*3 bytes was allocated
+
+
+def test_too_large_jpeg_is_rejected_from_the_header() -> None:
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(jpeg_declaring(12000, 9000), MAX)
+    assert err.value.code == "image_too_large"
+
+
+def test_open_image_too_large() -> None:
+    with pytest.raises(ImageRejected) as err:
+        open_image(png_declaring(20000, 20000), MAX)
+    assert err.value.code == "image_too_large"
+
+
+def test_image_rejected_pickles() -> None:
+    exc = ImageRejected("corrupt_image", "The image is broken.")
+    clone = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, as the process pool does
+    assert (clone.code, clone.message, str(clone)) == (
+        "corrupt_image",
+        "The image is broken.",
+        "The image is broken.",
+    )
+
+
+def test_inspect_12mp_jpeg_is_fast() -> None:
+    data = encode(scene(1000, 750).resize((4000, 3000), Image.Resampling.BICUBIC), "JPEG")
+    start = time.perf_counter()
+    inspect_image(data, MAX)
+    assert time.perf_counter() - start < 1.0
+
+
+# --- open / encode --------------------------------------------------------------------------------
+
+
+def test_open_image_applies_orientation_and_drops_metadata() -> None:
+    img = open_image(jpeg_with_exif(300, 200, orientation=6), MAX)
+    assert img.size == (200, 300)
+    assert set(img.info) <= {"icc_profile", "transparency"}
+    for out in (encode_jpeg(img), encode_png(img)):
+        assert not has_metadata(out)
+        with Image.open(io.BytesIO(out)) as reread:
+            assert reread.size == (200, 300)
+
+
+def test_encoders_ignore_metadata_in_info() -> None:
+    img = scene(64, 48)
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"
+    img.info.update({"exif": exif.tobytes(), "comment": b"private comment", "dpi": (300, 300)})
+    assert not has_metadata(encode_jpeg(img))
+    assert not has_metadata(encode_png(img))
+
+
+def test_encoders_keep_an_explicit_icc_profile() -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for out in (encode_jpeg(scene(32, 32), icc_profile=icc), encode_png(scene(32, 32), icc_profile=icc)):
+        with Image.open(io.BytesIO(out)) as reread:
+            assert reread.info.get("icc_profile") == icc
+
+
+def test_encode_jpeg_flattens_alpha_and_png_keeps_it() -> None:
+    rgba = with_alpha(scene(64, 48))
+    with Image.open(io.BytesIO(encode_jpeg(rgba))) as jpg:
+        assert jpg.mode == "RGB"
+        assert np.asarray(jpg)[2, 2].min() > 240  # transparent -> white
+    with Image.open(io.BytesIO(encode_png(rgba))) as png:
+        assert png.mode == "RGBA"
+        assert png.getchannel("A").getextrema() == (0, 255)
+
+
+def test_open_image_keeps_webp_alpha() -> None:
+    img = open_image(encode(with_alpha(scene(64, 48)), "WEBP", lossless=True), MAX)
+    assert img.mode == "RGBA"
+    assert img.getchannel("A").getextrema() == (0, 255)
+
+
+# --- thumbnails -----------------------------------------------------------------------------------
+
+
+def test_thumbnail_of_rotated_jpeg() -> None:
+    out = thumbnail(jpeg_with_exif(600, 400, orientation=6), 128)
+    assert sniff_image_type(out) == "image/jpeg"
+    assert not has_metadata(out)
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.size == (85, 128)
+
+
+def test_thumbnail_with_alpha_is_png() -> None:
+    out = thumbnail(encode(with_alpha(scene(300, 200)), "PNG"), 100)
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.format == "PNG"
+        assert img.mode == "RGBA"
+        assert img.size == (100, 67)
+
+
+def test_thumbnail_never_upscales() -> None:
+    out = thumbnail(encode(scene(40, 30), "PNG"), 256)
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.size == (40, 30)
+
+
+def test_thumbnail_rejects_corrupt() -> None:
+    data = encode(scene(400, 300), "JPEG")
+    with pytest.raises(ImageRejected):
+        thumbnail(data[:200], 64)
