@@ -248,3 +248,22 @@ def test_thumbnail_rejects_corrupt() -> None:
     data = encode(scene(400, 300), "JPEG")
     with pytest.raises(ImageRejected):
         thumbnail(data[:200], 64)
+
+
+def test_thumbnail_of_16_bit_png() -> None:
+    gray = np.linspace(0, 65535, 300 * 200).reshape(200, 300).astype(np.uint16)
+    out = thumbnail(encode(Image.fromarray(gray), "PNG"), 64)
+    with Image.open(io.BytesIO(out)) as img:
+        assert 100 < float(np.asarray(img.convert("L")).mean()) < 155  # a mid-gray average, not white
+
+
+def test_encoders_drop_an_icc_profile_of_another_colour_space() -> None:
+    from PIL import ImageCms
+
+    rgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for out in (
+        encode_jpeg(scene(32, 32).convert("L"), icc_profile=rgb_icc),
+        encode_png(scene(32, 32).convert("L"), icc_profile=rgb_icc),
+    ):
+        with Image.open(io.BytesIO(out)) as reread:
+            assert "icc_profile" not in reread.info

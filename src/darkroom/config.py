@@ -7,8 +7,10 @@ Darkroom's own settings carry a ``DARKROOM_`` prefix.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -178,14 +180,19 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret
         path = self.data_dir / "jwt_secret"
-        if path.exists():
-            return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: when two processes start at once, exactly one writes the secret
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            for _ in range(50):  # the winner may still be writing it
+                value = path.read_text().strip()
+                if value:
+                    return value
+                time.sleep(0.01)
+            raise RuntimeError(f"{path} is empty; delete it or set JWT_SECRET") from None
         value = secrets.token_urlsafe(48)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(value)
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
         return value
 
     def price_of(self, task_type: str) -> int | None:

@@ -29,11 +29,11 @@ Context = Annotated[AppContext, Depends(get_context)]
 
 async def get_session(request: Request, ctx: Context) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: commit when the endpoint returns, before the response
-    is sent; roll back on any error. After-commit hooks (job dispatch) run only after a commit."""
+    is sent; roll back on any error. After-commit hooks (job dispatch) run only after a commit.
+    The transaction begins at the first statement, not before."""
     write = request.method not in _READ_METHODS
     async with ctx.db.session(write=write) as session:
         try:
-            await session.begin()
             yield session
             await session.commit()
         except BaseException:
@@ -49,14 +49,16 @@ _bearer = HTTPBearer(auto_error=False, description="The accessToken from /api/au
 
 
 async def get_current_user(
-    session: Session,
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    """The token's user, read in a short transaction of its own so that the request's write
+    transaction (on SQLite, the database's write lock) starts only when the endpoint writes."""
     if credentials is None:
         raise Unauthorized("Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized")
     user_id = decode_token(credentials.credentials, ctx.settings.secret_key)
-    return await auth_service.get_active_user(session, user_id)
+    async with ctx.db.transaction(write=False) as session:
+        return await auth_service.get_active_user(session, user_id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 JPEG: Final = "image/jpeg"
@@ -155,19 +156,50 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
+def ensure_8bit(img: Image.Image) -> Image.Image:
+    """Map 16/32-bit integer grayscale (e.g. 16-bit PNG, mode ``I;16``/``I``) to 8-bit ``L``.
+
+    Pillow's own conversion to ``L``/``RGB`` clips such images to white instead of scaling them.
+    Other modes are returned unchanged.
+    """
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    arr = np.asarray(img, dtype=np.float32)
+    if float(arr.max(initial=0.0)) > 255.0:
+        arr = arr / np.float32(257.0)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+
+
+def _matching_icc(icc_profile: bytes | None, mode: str) -> bytes | None:
+    """The profile if its colour space fits ``mode`` (RGB for RGB/RGBA/P, GRAY for L/LA), else None.
+
+    A CMYK photo converted to RGB, or a colour photo turned black and white, must not carry its
+    old profile.
+    """
+    if not icc_profile or len(icc_profile) < 20:
+        return None
+    space = icc_profile[16:20]
+    if (mode in ("RGB", "RGBA", "P") and space == b"RGB ") or (mode in ("L", "LA") and space == b"GRAY"):
+        return icc_profile
+    return None
+
+
 def encode_png(
     img: Image.Image, *, icc_profile: bytes | None = None, compress_level: int = PNG_COMPRESS_LEVEL
 ) -> bytes:
-    """PNG bytes with no metadata chunks (no eXIf, tEXt/iTXt/zTXt, pHYs); iCCP only if given."""
+    """PNG bytes with no metadata chunks (no eXIf, tEXt/iTXt/zTXt, pHYs).
+
+    ``icc_profile`` is written (iCCP) only when given and its colour space matches the image.
+    """
     if img.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
         img = img.convert("RGBA" if has_alpha(img) else "RGB")
     buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=compress_level, icc_profile=icc_profile or None)
+    img.save(buf, "PNG", compress_level=compress_level, icc_profile=_matching_icc(icc_profile, img.mode))
     return buf.getvalue()
 
 
 def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | None = None) -> bytes:
-    """JPEG bytes with no EXIF, XMP or comment; an ICC profile only if given.
+    """JPEG bytes with no EXIF, XMP or comment; ``icc_profile`` only if given and matching.
 
     Images with alpha are flattened onto white (JPEG has no alpha).
     """
@@ -180,7 +212,8 @@ def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | Non
         else:
             img = img.convert("RGB")
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality, icc_profile=icc_profile or None, exif=b"", comment=b"")
+    icc = _matching_icc(icc_profile, img.mode)
+    img.save(buf, "JPEG", quality=quality, icc_profile=icc, exif=b"", comment=b"")
     return buf.getvalue()
 
 
@@ -201,6 +234,7 @@ def thumbnail(data: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXEL
     oriented = _apply_orientation(img)
     icc = oriented.info.get("icc_profile")
     _strip_info(oriented)
+    oriented = ensure_8bit(oriented)
     if has_alpha(oriented):
         oriented = oriented.convert("RGBA")
     elif oriented.mode not in ("L", "RGB"):

@@ -134,8 +134,10 @@ async def create_task(
             error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
             raise error(f"{label}: {exc.message}", code=exc.code) from None
 
-    # 3. Enough credits? (a fast refusal; the reservation below is the real, race-free check)
-    balance = await credits.balance_of(session, user.id)
+    # 3. Enough credits? A fast refusal before storing anything, in a read transaction of its own
+    # so the write transaction below stays short; the reservation is the real, race-free check.
+    async with ctx.db.transaction(write=False) as read:
+        balance = await credits.balance_of(read, user.id)
     if balance < price:
         raise credits.InsufficientCredits(price, balance)
 
@@ -156,7 +158,6 @@ async def create_task(
         created_at=now,
         updated_at=now,
     )
-    session.add(task)
     stored: list[str] = []
 
     async def cleanup() -> None:
@@ -164,11 +165,12 @@ async def create_task(
             await ctx.storage.delete(key)
 
     on_rollback(session, cleanup)
+    files: list[TaskFile] = []
     for position, (upload, info) in enumerate(zip(uploads, infos, strict=True)):
         key = new_key("inputs", upload.name, info.content_type)
         await ctx.storage.put(key, upload.data, info.content_type)
         stored.append(key)
-        session.add(
+        files.append(
             TaskFile(
                 task_id=task.id,
                 role="input",
@@ -182,6 +184,9 @@ async def create_task(
                 original_name=(upload.name or "")[:255] or None,
             )
         )
+    # Only now does the write transaction start: task, files, attempt and reservation together.
+    session.add(task)
+    session.add_all(files)
     session.add(TaskAttempt(task_id=task.id, attempt=1, ai_provider=route.provider.name, cost=price))
     await session.flush()
     await credits.reserve(session, user.id, task.id, 1, price, task.task_no)

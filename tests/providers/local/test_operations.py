@@ -208,3 +208,17 @@ def test_corrupt_input_raises_image_rejected() -> None:
 def test_unknown_task_type() -> None:
     with pytest.raises(operations.OperationInputError):
         operations.run_operation("upscale", photo_bytes(), {}, max_pixels=MAX)
+
+
+def test_16_bit_png_is_scaled_not_clipped() -> None:
+    gray = np.asarray(scene(200, 150).convert("L"), dtype=np.uint16) * 257
+    data = encode(Image.fromarray(gray), "PNG")
+    img = decode(operations.enhance_color(data, max_pixels=MAX, enhancement="warm", strength=0.0))
+    assert abs(float(np.asarray(img.convert("L")).mean()) - float(gray.mean()) / 257) < 3
+
+
+def test_corrupt_style_image_is_named() -> None:
+    with pytest.raises(ImageRejected, match="Style image"):
+        operations.stylize(
+            photo_bytes(64, 64), max_pixels=MAX, style="rust_oil", style_image=b"\x89PNG\r\n\x1a\n!"
+        )

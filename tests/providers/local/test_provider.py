@@ -115,7 +115,10 @@ async def test_style_transfer_progress_and_event_loop_stays_free(provider: Local
     assert result.metadata["style"] == "teal_textile"
 
     assert elapsed > 0.3, "too fast to say anything about the event loop"
-    assert max(gaps) <= 0.1, f"event loop blocked for {max(gaps):.3f}s"
+    # Not a timing budget: had the model run on the event loop, one gap would span most of the run.
+    # With the work in the pool the loop keeps ticking, so the longest gap is a small part of it.
+    assert max(gaps) < elapsed / 4, f"event loop blocked for {max(gaps):.3f}s of {elapsed:.3f}s"
+    assert len(gaps) >= 10
     assert progress.values[0] == 0
     assert progress.values[-1] == 100
     assert progress.values == sorted(progress.values)

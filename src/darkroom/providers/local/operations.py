@@ -16,7 +16,16 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageChops
 
-from darkroom.imaging import JPEG, PNG, encode_jpeg, encode_png, has_alpha, open_image
+from darkroom.imaging import (
+    JPEG,
+    PNG,
+    ImageRejected,
+    encode_jpeg,
+    encode_png,
+    ensure_8bit,
+    has_alpha,
+    open_image,
+)
 from darkroom.providers.base import OutputImage
 from darkroom.providers.local import enhance as enhance_mod
 from darkroom.providers.local import models
@@ -31,7 +40,7 @@ STYLE_MAX_SIDE: Final = 1600
 """The built-in styles are rendered with the longer side capped at this many pixels, then scaled
 back to the photo's size with Lanczos. Full resolution is not worth it: a 12 MP image takes
 ~9.5 s and ~5.5 GB in the model, and the brush strokes (a fixed size in pixels) turn into fine
-texture; at 1600 px the model takes ~1 s and ~1.6 GB peak and the strokes keep the same size
+texture; at 1600 px the model takes ~1 s (worker peak RSS ~1 GB) and the strokes keep the same size
 relative to the picture whatever the input resolution. ``preserve_color`` and ``strength`` are
 applied at full resolution, so detail comes back with them."""
 
@@ -44,6 +53,7 @@ class OperationInputError(Exception):
 
 def _split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """Return (RGB image, alpha band or None). Transparent pixels keep their stored colour."""
+    img = ensure_8bit(img)
     if has_alpha(img):
         rgba = img.convert("RGBA")
         return rgba.convert("RGB"), rgba.getchannel("A")
@@ -196,7 +206,11 @@ def _run_style_model(
     engine = models.style_engine()
     try:
         if style_image is not None:
-            style_rgb = _flatten_on_white(*_split_alpha(open_image(style_image, max_pixels)))
+            try:
+                style_img = open_image(style_image, max_pixels)
+            except ImageRejected as exc:
+                raise ImageRejected(exc.code, f"Style image: {exc.message}") from None
+            style_rgb = _flatten_on_white(*_split_alpha(style_img))
             arbitrary: Image.Image = engine.stylize_with(
                 photo, style_rgb, strength=strength, preserve_color=preserve_color, max_size=max(photo.size)
             )

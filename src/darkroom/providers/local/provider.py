@@ -10,6 +10,10 @@ Execution model
 * ``run()`` reports progress after each finished input and, while an input runs, every ~0.5 s an
   estimate (from the pixel count) that approaches but never reaches that input's share.
 
+Workers are started with ``spawn``, which re-imports the program's ``__main__`` module in
+each worker: entry points must use the ``if __name__ == "__main__":`` idiom (console scripts,
+``uvicorn`` and ``pytest`` do).
+
 Cancellation: when the asyncio task awaiting ``run()`` is cancelled, ``run()`` stops waiting at
 once and cancels inputs that have not started. An input already running in a worker process
 cannot be interrupted; it finishes in the background and its result is discarded.
@@ -64,7 +68,7 @@ _COST: Final[Mapping[str, tuple[float, float]]] = {
     STYLE_TRANSFER: (0.5, 0.13),
     COLOR_ENHANCEMENT: (0.03, 0.08),
 }
-_COLD_START_SECONDS: Final = 1.5  # spawning a worker and loading a model, on the first job
+_COLD_START_SECONDS: Final = 1.0  # spawning a worker and loading a model, on the first job
 
 
 def _pixels(data: bytes) -> int:
@@ -85,9 +89,21 @@ def estimate_seconds(task_type: str, pixels: int) -> float:
 class LocalProvider:
     """Background removal, style transfer and colour enhancement, all offline on the CPU.
 
-    ``max_workers`` worker processes (each holding its own copy of the models, ~0.3-1.7 GB RSS
-    while busy), each onnxruntime session using ``onnx_threads`` intra-op threads (None: all
-    cores). ``max_pixels`` caps decoded inputs (the upload path normally enforces it first).
+    ``max_workers`` worker processes, each with its own copy of the models (peak RSS ~1 GB for a
+    12 MP style transfer, ~0.5 GB for background removal), each onnxruntime session using
+    ``onnx_threads`` intra-op threads (None: all cores). ``max_pixels`` caps decoded inputs (the
+    upload path normally enforces it first).
+
+    Measured on a 2-core VM, JPEG in, warm worker, including the pipe:
+
+    ================== ============ =============================================
+    operation          1 MP         12 MP (4000x3000)
+    ================== ============ =============================================
+    background_removal 0.3 s        1.4 s (2.4 s from PNG: 30 MB RGBA PNG output)
+    style_transfer     0.5-0.9 s    2.0 s (model at 1600x1200, Lanczos back up)
+    style image mode   0.1 s        0.3 s
+    color_enhancement  0.02-0.03 s  0.16-0.3 s (1.6-2 s with PNG in/out)
+    ================== ============ =============================================
     """
 
     name = "local"
