@@ -83,6 +83,27 @@ class Server:
         self.proc.wait(10)
         self.data_log.close()
 
+    def kill_main_only(self) -> None:
+        """SIGKILL only the server process; its children are left to notice on their own."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.data_log.close()
+
+    def session_processes(self) -> list[int]:
+        """Pids still alive in the server's session (it was started as a session leader)."""
+        assert self.proc is not None
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[0] is the state; fields[3] is the session id
+            if int(fields[3]) == self.proc.pid and fields[0] != "Z":
+                alive.append(int(stat.parent.name))
+        return alive
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

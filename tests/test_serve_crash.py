@@ -86,3 +86,23 @@ def test_sigkill_mid_task_then_restart_finishes_everything_once(
     second.stop()
     report = darkroom("doctor", env=second.env)
     assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_model_processes_exit_when_the_server_is_killed(tmp_path: Path, servers: list[Server]) -> None:
+    server = Server(tmp_path, **FAST_RECOVERY).start()
+    servers.append(server)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post(
+            "/api/auth/register", json={"email": "orphan@example.com", "password": "orphan-test-1"}
+        )
+        headers = {"Authorization": f"Bearer {r.json()['data']['accessToken']}"}
+        files = [("files", ("p.jpg", photo(1600, 1200), "image/jpeg"))]
+        r = client.post("/api/tasks", headers=headers, data={"taskType": "style_transfer"}, files=files)
+        task_id = r.json()["data"]["id"]
+        _wait(client, headers, [task_id], {"completed"}, 60)
+    assert len(server.session_processes()) >= 2  # the server and its model process (kept for reuse)
+    server.kill_main_only()
+    deadline = time.monotonic() + 30
+    while server.session_processes():
+        assert time.monotonic() < deadline, f"left behind: {server.session_processes()}"
+        time.sleep(0.2)

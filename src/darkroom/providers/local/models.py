@@ -12,6 +12,7 @@ Pillow and onnxruntime, load all four models: ``LocalProvider.warm_up()``) takes
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 import time
 from functools import cache
@@ -25,12 +26,24 @@ _lock = threading.Lock()
 _settings: dict[str, int | None] = {"threads": None}
 
 
-def configure(onnx_threads: int | None) -> None:
+def configure(onnx_threads: int | None, parent_pid: int | None = None) -> None:
     """Set the onnxruntime intra-op thread count for sessions created later in this process.
 
-    Used as the process-pool initializer. ``None`` lets onnxruntime use all cores.
+    Used as the process-pool initializer. ``None`` lets onnxruntime use all cores. With
+    ``parent_pid``, a watchdog ends this process when the parent is gone: a server killed with
+    SIGKILL must not leave model processes (and their gigabyte of memory) behind.
     """
     _settings["threads"] = onnx_threads if onnx_threads and onnx_threads > 0 else None
+    if parent_pid is not None:
+        watchdog = threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watchdog")
+        watchdog.daemon = True
+        watchdog.start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _session_options(*, arena: bool) -> Any:

@@ -31,6 +31,7 @@ import contextlib
 import io
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -207,7 +208,7 @@ class LocalProvider:
                 max_workers=self.max_workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=models.configure,
-                initargs=(self.onnx_threads,),
+                initargs=(self.onnx_threads, os.getpid()),
             )
             self._warm = False
         return self._pool
