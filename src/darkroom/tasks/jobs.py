@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging
@@ -184,7 +184,8 @@ class TaskRunner:
                 await touch(session, task, kind="progress")
             return True
 
-    def _held(self, claim: Claim):  # type: ignore[no-untyped-def]
+    def _held(self, claim: Claim) -> ColumnElement[bool]:
+        """This worker still holds the claim's attempt: the condition of every write it makes."""
         return (
             (Task.id == claim.task_id)
             & (Task.status == TaskStatus.PROCESSING)
