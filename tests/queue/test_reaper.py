@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+from darkroom.context import AppContext
 from darkroom.models import CreditTransaction, Task
 from darkroom.tasks.jobs import TaskRunner
 from tests.doubles import ScriptedProvider
@@ -38,24 +39,28 @@ async def test_reaper_runs_tasks_whose_dispatch_was_lost(app_client) -> None:  #
         assert (await wait_for(client, headers, task_id))["status"] == "completed"
 
 
+async def _abandoned_by_dead_worker(ctx: AppContext, task_id: str, *, claims: int) -> None:
+    """As if a worker claimed the task ``claims`` times and died: processing, lease expired."""
+    async with ctx.db.transaction() as session:
+        await session.execute(
+            update(Task)
+            .where(Task.id == task_id)
+            .values(
+                status="processing",
+                lease_owner="dead-worker",
+                claim_count=claims,
+                lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+
+
 async def test_expired_lease_is_taken_over_and_charged_once(app_client) -> None:  # type: ignore[no-untyped-def]
     provider = ScriptedProvider("scripted", ("color_enhancement",))
     async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False) as client:
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         headers = await register(client)
         task_id = (await submit(client, headers, "color_enhancement", [photo(32, 32)])).json()["data"]["id"]
-        # A worker that claimed the task and died: processing, lease already expired.
-        async with ctx.db.transaction() as session:
-            await session.execute(
-                update(Task)
-                .where(Task.id == task_id)
-                .values(
-                    status="processing",
-                    lease_owner="dead-worker",
-                    claim_count=1,
-                    lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
-                )
-            )
+        await _abandoned_by_dead_worker(ctx, task_id, claims=1)
         runner = TaskRunner(ctx, "worker-b")
         await runner.run(task_id)
         await runner.run(task_id)  # a duplicate delivery: a no-op
@@ -82,17 +87,7 @@ async def test_a_task_that_keeps_killing_workers_is_given_up(app_client) -> None
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         headers = await register(client)
         task_id = (await submit(client, headers, "color_enhancement", [photo(32, 32)])).json()["data"]["id"]
-        async with ctx.db.transaction() as session:
-            await session.execute(
-                update(Task)
-                .where(Task.id == task_id)
-                .values(
-                    status="processing",
-                    lease_owner="dead",
-                    claim_count=3,
-                    lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
-                )
-            )
+        await _abandoned_by_dead_worker(ctx, task_id, claims=3)
         await TaskRunner(ctx, "w").run(task_id)
         task = await wait_for(client, headers, task_id)
         assert task["status"] == "failed" and task["errorCode"] == "worker_lost"
