@@ -67,7 +67,8 @@ class ProviderRegistry:
         return chain[0] if chain else None
 
     def serving(self, task_type: str) -> list[str]:
-        return [p.name for p in self._providers.values() if task_type in p.capabilities()]
+        """The providers that would serve the type here, in fallback order."""
+        return [r.provider.name for r in self.chain(task_type)]
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
