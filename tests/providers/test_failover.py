@@ -12,6 +12,8 @@ from tests.doubles import ScriptedProvider
 from tests.providers.conftest import ExternalApp, ledger, task_row
 from tests.providers.fakes.openai import KEY as OPENAI_KEY
 from tests.providers.fakes.openai import FakeOpenAI
+from tests.providers.fakes.replicate import TOKEN as REPLICATE_TOKEN
+from tests.providers.fakes.replicate import FakeReplicate
 from tests.providers.fakes.server import serve
 from tests.providers.fakes.stability import KEY as STABILITY_KEY
 from tests.providers.fakes.stability import FakeStability
@@ -124,3 +126,28 @@ async def test_scripted_doubles_fall_over_too(external_app: ExternalApp, app_cli
         task = await wait_for(client, headers, r.json()["data"]["id"])
         assert task["status"] == "completed" and task["aiProvider"] == "second", task
     assert len(first.calls) == 1 and len(second.calls) == 1
+
+
+async def test_falling_over_cancels_the_abandoned_prediction(
+    external_app: ExternalApp, fakes: tuple[FakeOpenAI, FakeStability, dict[str, object]]
+) -> None:
+    openai, _, settings = fakes
+    replicate = FakeReplicate()
+    replicate.script.push("outcome", "hold")  # never finishes: our deadline runs out
+    async with serve(replicate.app) as base:
+        replicate.base = base
+        extra = {
+            "replicate_api_token": REPLICATE_TOKEN,
+            "replicate_base_url": base,
+            "routes": {"text_to_image": ["replicate", "openai"]},
+            "provider_deadline_seconds": 0.5,
+        }
+        async with external_app(**{**settings, **extra}) as client:
+            headers = await register(client)
+            r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
+            task = await wait_for(client, headers, r.json()["data"]["id"])
+            assert task["status"] == "completed" and task["aiProvider"] == "openai", task
+            assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+    [pid] = replicate.predictions
+    assert replicate.predictions[pid]["status"] == "canceled"
+    assert len(replicate.creates) == 1 and len(openai.requests) == 1

@@ -180,3 +180,16 @@ def test_dall_e_models_are_refused_at_start_up() -> None:
         with pytest.raises(ValidationError, match="DALL·E 2 and 3 were removed"):
             Settings(_env_file=None, openai_model=model)  # type: ignore[call-arg]
     assert Settings(_env_file=None, openai_model="gpt-image-1.5").openai_model == "gpt-image-1.5"  # type: ignore[call-arg]
+
+
+async def test_concurrency_limit_per_provider(external_app: ExternalApp, fake: FakeOpenAI) -> None:
+    fake.delay = 0.3
+    async with external_app(**_settings(fake, openai_concurrency=1), worker_concurrency=3) as client:
+        headers = await register(client)
+        ids = [
+            (await submit(client, headers, "text_to_image", [], {"prompt": f"p{i}"})).json()["data"]["id"]
+            for i in range(3)
+        ]
+        for task_id in ids:
+            assert (await wait_for(client, headers, task_id))["status"] == "completed"
+    assert len(fake.requests) == 3 and fake.max_in_flight == 1

@@ -106,7 +106,8 @@ def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
         return ProviderTimeout(f"{provider} timed out ({status}).")
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return RateLimited(f"{provider} is rate limiting us: {text}", retry_after=retry_after)
+        hint = f" (retry after {retry_after:.0f} s)" if retry_after is not None else ""
+        return RateLimited(f"{provider} is rate limiting us{hint}: {text}", retry_after=retry_after)
     if status >= 500:
         return ProviderUnavailable(f"{provider} is unavailable ({status}): {text}")
     return ProviderError(f"{provider} answered {status}: {text}")

@@ -7,10 +7,13 @@ the default provider followed by every other provider that serves the type, in r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from darkroom.providers.base import Provider, TaskTypeSpec
+
+log = logging.getLogger(__name__)
 
 # Task types Darkroom knows about, whether or not a configured provider can serve them now.
 KNOWN_TASK_TYPES: Mapping[str, str] = {
@@ -40,6 +43,12 @@ class ProviderRegistry:
         self.default = default
         self.routes = {k: list(v) for k, v in (routes or {}).items()}
         self.fallback = fallback
+        for task_type, names in self.routes.items():
+            missing = [n for n in names if n not in self._providers]
+            if missing:
+                log.warning(
+                    "DARKROOM_ROUTES[%s] names providers that are not configured: %s", task_type, missing
+                )
 
     @property
     def providers(self) -> list[Provider]:

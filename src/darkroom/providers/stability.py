@@ -99,9 +99,10 @@ class StabilityProvider:
                 outputs = await self._sdxl_v1(request)
                 return ProviderResult(outputs, model=self._model(request))
             outputs = []
-            for form, files in self._forms(request):
+            forms = self._forms(request)
+            for form, files in forms:
                 outputs.append(await self._v2beta(self._path(request), form, files, request, progress))
-                await progress(10 + 80 * len(outputs) / max(1, len(self._forms(request))))
+                await progress(10 + 80 * len(outputs) / len(forms))
             return ProviderResult(outputs, model=self._model(request))
 
     def _model(self, request: ProviderRequest) -> str:

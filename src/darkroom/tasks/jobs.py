@@ -303,6 +303,8 @@ class TaskRunner:
                 failure = TaskFailure(exc.code, exc.message)
                 if exc.code not in FAILOVER_CODES:
                     return failure
+                if index + 1 < len(chain):  # don't leave paid work running behind us
+                    await self._abandon(claim, live)
             except Exception as exc:
                 log.exception("provider crashed", extra={"task_id": claim.task_id})
                 return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
@@ -323,6 +325,17 @@ class TaskRunner:
                     .values(ai_provider=values["ai_provider"])
                 )
             return True
+
+    async def _abandon(self, claim: Claim, live: Live) -> None:
+        """Falling over: cancel what the failing provider may still be running (best effort)."""
+        cancel = getattr(live.provider, "cancel", None)
+        if cancel is None or live.request_id is None:
+            return
+        try:
+            async with asyncio.timeout(30):
+                await cancel(live.request_id)
+        except Exception:
+            log.warning("could not cancel the abandoned request", extra={"task_id": claim.task_id})
 
     async def _cancel_remote(self, claim: Claim, live: Live) -> None:
         """The lease is gone: if the user canceled, stop the provider's work too (best effort)."""

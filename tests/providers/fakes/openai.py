@@ -20,6 +20,9 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.script = Script()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay = 0.0
         self.app = Starlette(
             routes=[
                 Route("/v1/images/generations", self.images, methods=["POST"]),
@@ -28,6 +31,15 @@ class FakeOpenAI:
         )
 
     async def images(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            return await self._images(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _images(self, request: Request) -> Response:
         rec = await record(request)
         self.requests.append(rec)
         if rec.headers.get("authorization") != f"Bearer {KEY}":
