@@ -132,3 +132,16 @@ async def test_cancel_interrupts_comfyui(external_app: ExternalApp, fake: FakeCo
     interrupt = next(r for r in fake.requests if r.path == "/interrupt")
     delete = next(r for r in fake.requests if r.path == "/queue")
     assert interrupt.json == {"prompt_id": pid} and delete.json == {"delete": [pid]}
+
+
+async def test_websocket_progress_wakes_the_wait(external_app: ExternalApp, fake: FakeComfyUI) -> None:
+    fake.ws_enabled = True
+    # Polling alone would look at /history again only after 60 s; the websocket's
+    # "executing: node null" message is what lets the task finish well within wait_for's 30 s.
+    async with external_app(**_settings(fake, provider_poll_seconds=60)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "fast"})
+        task = await wait_for(client, headers, r.json()["data"]["id"], timeout=30)
+        assert task["status"] == "completed", task
+    queued = next(r for r in fake.requests if r.path == "/prompt")
+    assert fake.ws_clients == [queued.json["client_id"]]

@@ -18,15 +18,25 @@ Workflows are JSON files per task type (``comfyui_workflows/<task_type>.json`` i
 ``COMFYUI_WORKFLOWS_DIR``) in ComfyUI's API format. String values ``"{{prompt}}"``,
 ``"{{negative_prompt}}"``, ``"{{seed}}"``, ``"{{width}}"``, ``"{{height}}"``, ``"{{count}}"``,
 ``"{{checkpoint}}"`` and ``"{{image}}"`` are replaced (whole-value placeholders keep the value's
-type). Progress comes from ``/history`` polling (the websocket's ``progress`` messages are not
-used in this version). The ComfyUI URL is the operator's own server, so it may be on a private
+type).
+
+Progress: before queueing, the run opens ComfyUI's websocket ``/ws?clientId=<id>`` with the
+``client_id`` it then sends with the prompt; ComfyUI reports ``{"type": "progress", "data":
+{"value", "max", "prompt_id"}}`` and, when the prompt is done, ``{"type": "executing", "data":
+{"node": null, "prompt_id"}}`` (or ``execution_error``). Those messages move the progress and wake
+the wait; ``/history`` stays the source of truth and is polled anyway, so a lost or refused
+websocket (or a resumed run, whose messages went to the old client) only makes it slower.
+
+The ComfyUI URL is the operator's own server, so it may be on a private
 network: it is the one exception to the public-address rule of the result downloader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -36,6 +46,9 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import websockets
+from websockets.asyncio.client import connect as ws_connect
 
 from darkroom.config import Settings
 from darkroom.providers.base import (
@@ -51,6 +64,8 @@ from darkroom.providers.base import (
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
 from darkroom.providers.outputs import output_image
 from darkroom.providers.specs import CUSTOM, CUSTOM_SPEC, TEXT_TO_IMAGE, TEXT_TO_IMAGE_SPEC, size_of
+
+log = logging.getLogger(__name__)
 
 _SPECS = {TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC, CUSTOM: CUSTOM_SPEC}
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -98,9 +113,9 @@ class ComfyUIProvider:
             raise ValueError("COMFYUI_URL is required for the comfyui provider")
         self.policy = RetryPolicy.from_settings(settings)
         self.http = ProviderHttp(self.name, settings.comfyui_url, self.policy)
+        self.ws_url = "ws" + settings.comfyui_url.rstrip("/").removeprefix("http") + "/ws"
         self.workflows = load_workflows(settings.comfyui_workflows_dir)
         self.checkpoint = settings.comfyui_checkpoint
-        self.client_id = uuid.uuid4().hex
         self.limit = ConcurrencyLimit(settings.comfyui_concurrency)
 
     def capabilities(self) -> Mapping[str, TaskTypeSpec]:
@@ -111,16 +126,42 @@ class ComfyUIProvider:
         if workflow is None:
             raise InvalidInput(f"comfyui has no workflow for {request.task_type}.")
         async with self.limit:
-            prompt_id = request.resume_id
-            if prompt_id is None:
-                values = await self._values(request)
-                prompt_id = await self._queue(fill(workflow, values))
-                await request.checkpoint(prompt_id)
-            await progress(10)
-            entry = await self._wait(prompt_id, progress)
-            outputs = await self._outputs(entry)
+            client_id = uuid.uuid4().hex
+            watch = _Watch(progress)
+            listener = asyncio.create_task(self._listen(client_id, watch))
+            with contextlib.suppress(TimeoutError):  # without a websocket: /history polling alone
+                await asyncio.wait_for(asyncio.shield(watch.connected.wait()), 5)
+            try:
+                prompt_id = request.resume_id
+                if prompt_id is None:
+                    values = await self._values(request)
+                    prompt_id = await self._queue(fill(workflow, values), client_id)
+                    await request.checkpoint(prompt_id)
+                watch.prompt_id = prompt_id
+                await progress(10)
+                entry = await self._wait(prompt_id, progress, watch)
+                outputs = await self._outputs(entry)
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
             await progress(100)
             return ProviderResult(outputs, request_id=prompt_id, model=self.checkpoint)
+
+    async def _listen(self, client_id: str, watch: _Watch) -> None:
+        """Follow the websocket's progress messages for our prompt (best effort)."""
+        try:
+            async with ws_connect(
+                f"{self.ws_url}?clientId={client_id}", open_timeout=5, max_size=2**22
+            ) as ws:
+                watch.connected.set()
+                async for message in ws:
+                    if isinstance(message, str):  # binary frames are image previews
+                        await watch.handle(message)
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            log.info("comfyui websocket unavailable (%s); polling /history", exc.__class__.__name__)
+        finally:
+            watch.connected.set()
 
     async def _values(self, request: ProviderRequest) -> dict[str, Any]:
         p = request.parameters
@@ -156,10 +197,8 @@ class ComfyUIProvider:
         sub = body.get("subfolder")
         return f"{sub}/{body['name']}" if isinstance(sub, str) and sub else str(body["name"])
 
-    async def _queue(self, workflow: dict[str, Any]) -> str:
-        response = await self.http.send(
-            "POST", "/prompt", json={"prompt": workflow, "client_id": self.client_id}
-        )
+    async def _queue(self, workflow: dict[str, Any], client_id: str) -> str:
+        response = await self.http.send("POST", "/prompt", json={"prompt": workflow, "client_id": client_id})
         if response.status_code == 400:
             raise InvalidInput(f"ComfyUI refused the workflow: {response.text[:300]}")
         if response.status_code >= 400:
@@ -171,7 +210,7 @@ class ComfyUIProvider:
             raise ProviderError("comfyui sent a malformed answer (no prompt_id).")
         return str(body["prompt_id"])
 
-    async def _wait(self, prompt_id: str, progress: ProgressCallback) -> dict[str, Any]:
+    async def _wait(self, prompt_id: str, progress: ProgressCallback, watch: _Watch) -> dict[str, Any]:
         deadline = time.monotonic() + self.policy.deadline
         step = 0
         while True:
@@ -189,12 +228,14 @@ class ComfyUIProvider:
                 if not isinstance(status, dict) or status.get("completed", True):
                     return entry
             step += 1
-            await progress(min(90.0, 10 + 4 * step))
+            if not watch.reported:
+                await progress(min(90.0, 10 + 4 * step))
             if time.monotonic() > deadline:
                 raise ProviderTimeout(
                     f"ComfyUI did not finish {prompt_id} within {self.policy.deadline:g} s."
                 )
-            await asyncio.sleep(self.policy.poll_interval)
+            with contextlib.suppress(TimeoutError):  # the websocket may say it's done sooner
+                await asyncio.wait_for(watch.finished.wait(), self.policy.poll_interval)
 
     async def _outputs(self, entry: dict[str, Any]) -> list[OutputImage]:
         outputs = entry.get("outputs")
@@ -224,3 +265,37 @@ class ComfyUIProvider:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+class _Watch:
+    """What the websocket told us about one prompt."""
+
+    def __init__(self, progress: ProgressCallback) -> None:
+        self.progress = progress
+        self.prompt_id: str | None = None
+        self.connected = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.reported = False
+
+    async def handle(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
+            return
+        data = message["data"]
+        if self.prompt_id is None or data.get("prompt_id") != self.prompt_id:
+            return
+        kind = message.get("type")
+        if kind == "progress":
+            value, maximum = data.get("value"), data.get("max")
+            if isinstance(value, int | float) and isinstance(maximum, int | float) and maximum > 0:
+                self.reported = True
+                await self.progress(10 + 80 * min(1.0, value / maximum))
+        elif (kind == "executing" and data.get("node") is None) or kind in (
+            "execution_success",
+            "execution_error",
+            "execution_interrupted",
+        ):
+            self.finished.set()
