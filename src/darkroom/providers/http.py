@@ -103,7 +103,7 @@ def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
     if status in (401, 403):
         return ProviderUnavailable(f"{provider} refused our credentials ({status}): {text}")
     if status == 408:
-        return ProviderTimeout(f"{provider} timed out ({status}).")
+        return ProviderTimeout(f"{provider} timed out ({status}): {text}")
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         hint = f" (retry after {retry_after:.0f} s)" if retry_after is not None else ""
