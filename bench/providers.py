@@ -68,7 +68,8 @@ async def bench_download(rounds: int = 30) -> None:
         await safe.aclose()
     p, s = statistics.median(t_plain), statistics.median(t_safe)
     print(
-        f"download {len(data) / 2**20:.1f} MB: plain httpx {p * 1000:.1f} ms, SafeDownloader {s * 1000:.1f} ms, ratio {s / p:.2f}"
+        f"download {len(data) / 2**20:.1f} MB: plain httpx {p * 1000:.1f} ms, "
+        f"SafeDownloader {s * 1000:.1f} ms, ratio {s / p:.2f}"
     )
 
 
