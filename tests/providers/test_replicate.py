@@ -68,7 +68,7 @@ async def test_prediction_is_created_polled_and_its_output_copied(
         copied = await client.get(task["resultUrls"][0])
         assert copied.status_code == 200 and copied.content.startswith(b"\x89PNG")
         [pid] = fake.predictions
-        assert (await task_row(client, task["id"])).ai_task_id == pid
+        assert (await task_row(client, task["id"])).ai_task_id == pid == task["aiTaskId"]
         assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
     [create] = fake.creates
     assert create.path == "/v1/models/black-forest-labs/flux-schnell/predictions"
