@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+import trustme
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from darkroom.providers.base import ProviderTimeout
+from darkroom.providers.base import ProviderError, ProviderTimeout
 from darkroom.providers.download import (
     DownloadPolicy,
     DownloadRefused,
@@ -266,3 +268,37 @@ def test_host_patterns() -> None:
 @pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
 def test_public_addresses(address: str) -> None:
     assert is_public_address(address)
+
+
+@pytest.mark.parametrize(("cert_for", "ok"), [("cdn.example.test", True), ("other.example.test", False)])
+async def test_https_uses_the_checked_ip_with_the_original_name_for_sni_and_certificate(
+    loopback_only: list[object], cert_for: str, ok: bool
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert(cert_for)
+
+    async def image(request: Request) -> Response:
+        return Response(IMAGE, media_type="image/png", headers={"x-host": request.headers["host"]})
+
+    with cert.private_key_pem.tempfile() as key, cert.cert_chain_pems[0].tempfile() as chain:
+        async with serve(
+            Starlette(routes=[Route("/img.png", image)]), ssl_certfile=chain, ssl_keyfile=key
+        ) as base:
+            port = base.rsplit(":", 1)[1]
+            client_ctx = ssl.create_default_context()
+            ca.configure_trust(client_ctx)
+            resolver = FakeResolver({"cdn.example.test": [["127.0.0.1"]]})
+            downloader = SafeDownloader(
+                DownloadPolicy(allowed_hosts=["cdn.example.test"], timeout=5),
+                resolver=resolver,
+                address_ok=loopback_allowed,
+                verify=client_ctx,
+            )
+            url = f"https://cdn.example.test:{port}/img.png"
+            if ok:
+                assert await downloader.fetch(url) == IMAGE
+            else:  # the certificate is checked against the URL's name, not the IP we connect to
+                with pytest.raises(ProviderError, match="failed"):
+                    await downloader.fetch(url)
+            await downloader.aclose()
+    assert resolver.calls == ["cdn.example.test"]

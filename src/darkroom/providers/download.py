@@ -25,6 +25,7 @@ import base64
 import binascii
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
@@ -97,18 +98,23 @@ class DownloadPolicy:
 
 
 class SafeDownloader:
-    """``fetch(url)`` → image bytes. ``resolver`` and ``address_ok`` are injectable for tests."""
+    """``fetch(url)`` → image bytes. ``resolver``, ``address_ok`` and ``verify`` (the TLS trust
+    store) are injectable for tests. Over https the TLS server name (SNI) and the certificate
+    check use the URL's host name while the TCP connection goes to the checked IP."""
 
     def __init__(
         self,
         policy: DownloadPolicy,
         resolver: Resolver = system_resolver,
         address_ok: AddressCheck = is_public_address,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.policy = policy
         self.resolver = resolver
         self.address_ok = address_ok
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=policy.timeout)
+        self._client = httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, timeout=policy.timeout, verify=verify
+        )
 
     async def fetch(self, url: str) -> bytes:
         if url.startswith("data:"):
