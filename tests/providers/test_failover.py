@@ -8,6 +8,7 @@ import pytest
 
 from darkroom.providers.base import ProviderUnavailable
 from darkroom.providers.registry import ProviderRegistry
+from tests.conftest import AppFactory
 from tests.doubles import ScriptedProvider
 from tests.providers.conftest import ExternalApp, ledger, task_row
 from tests.providers.fakes.openai import KEY as OPENAI_KEY
@@ -117,7 +118,7 @@ def test_chain_order_from_routes_and_default() -> None:
     assert registry.route("z") is None
 
 
-async def test_scripted_doubles_fall_over_too(external_app: ExternalApp, app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_scripted_doubles_fall_over_too(app_client: AppFactory) -> None:
     first = ScriptedProvider("first", ("color_enhancement",), [ProviderUnavailable("down")])
     second = ScriptedProvider("second", ("color_enhancement",))
     async with app_client(providers=[first, second], default_ai_provider="first") as client:
