@@ -28,6 +28,8 @@ from darkroom.errors import DarkroomError
 from darkroom.health import router as health_router
 from darkroom.middleware import ContentLengthGuard
 from darkroom.providers.base import Provider
+from darkroom.providers.endpoints import router as provider_webhooks_router
+from darkroom.providers.factory import external_providers
 from darkroom.providers.local import LocalProvider
 from darkroom.providers.registry import ProviderRegistry
 from darkroom.queue.inprocess import InProcessQueue
@@ -62,8 +64,16 @@ def build_context(settings: Settings, providers: Sequence[Provider] | None = Non
         )
     storage = LocalStorage(settings.data_dir / "files", UrlSigner(settings.secret_key))
     if providers is None:
-        providers = [LocalProvider(max_workers=settings.model_processes, onnx_threads=settings.onnx_threads)]
-    registry = ProviderRegistry(providers, default=settings.default_ai_provider)
+        providers = [
+            LocalProvider(max_workers=settings.model_processes, onnx_threads=settings.onnx_threads),
+            *external_providers(settings),
+        ]
+    registry = ProviderRegistry(
+        providers,
+        default=settings.default_ai_provider,
+        routes=settings.routes,
+        fallback=settings.provider_fallback,
+    )
     return AppContext(settings=settings, db=db, storage=storage, registry=registry)
 
 
@@ -157,4 +167,5 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
 
     for router in (health_router, auth_router, tasks_router, credits_router, files_router):
         app.include_router(router)
+    app.include_router(provider_webhooks_router)
     return app

@@ -26,6 +26,11 @@ DEFAULT_TASK_PRICES: dict[str, int] = {
     "custom": 4,
 }
 
+# Replicate models per task type ("owner/name" runs the latest version, "owner/name:version" a fixed one).
+DEFAULT_REPLICATE_MODELS: dict[str, str] = {"text_to_image": "black-forest-labs/flux-schnell"}
+
+PROVIDER_NAMES = ("local", "openai", "stability", "replicate", "comfyui")
+
 # Values copied from examples that must never protect a production deployment.
 PLACEHOLDER_SECRETS = {
     "",
@@ -101,6 +106,55 @@ class Settings(BaseSettings):
     model_processes: int = Field(1, ge=1, le=32, validation_alias=_env("DARKROOM_MODEL_PROCESSES"))
     onnx_threads: int | None = Field(None, ge=1, validation_alias=_env("DARKROOM_ONNX_THREADS"))
 
+    # -- external providers: routing, retries, downloads ----------------------------------------
+    routes: dict[str, list[str]] = Field(default_factory=dict, validation_alias=_env("DARKROOM_ROUTES"))
+    provider_fallback: bool = Field(True, validation_alias=_env("DARKROOM_PROVIDER_FALLBACK"))
+    provider_timeout_seconds: float = Field(
+        120, gt=0, validation_alias=_env("DARKROOM_PROVIDER_TIMEOUT_SECONDS")
+    )
+    provider_deadline_seconds: float = Field(
+        900, gt=0, validation_alias=_env("DARKROOM_PROVIDER_DEADLINE_SECONDS")
+    )
+    provider_retries: int = Field(2, ge=0, le=10, validation_alias=_env("DARKROOM_PROVIDER_RETRIES"))
+    provider_backoff_seconds: float = Field(
+        1.0, ge=0, validation_alias=_env("DARKROOM_PROVIDER_BACKOFF_SECONDS")
+    )
+    provider_max_retry_after_seconds: float = Field(
+        60, ge=0, validation_alias=_env("DARKROOM_PROVIDER_MAX_RETRY_AFTER_SECONDS")
+    )
+    provider_poll_seconds: float = Field(1.0, gt=0, validation_alias=_env("DARKROOM_PROVIDER_POLL_SECONDS"))
+    download_max_mb: float = Field(50, gt=0, validation_alias=_env("DARKROOM_DOWNLOAD_MAX_MB"))
+    download_timeout_seconds: float = Field(
+        60, gt=0, validation_alias=_env("DARKROOM_DOWNLOAD_TIMEOUT_SECONDS")
+    )
+    download_max_redirects: int = Field(
+        3, ge=0, le=10, validation_alias=_env("DARKROOM_DOWNLOAD_MAX_REDIRECTS")
+    )
+    trusted_download_hosts: str = Field("", validation_alias=_env("DARKROOM_TRUSTED_DOWNLOAD_HOSTS"))
+    openai_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("OPENAI_CONCURRENCY"))
+    openai_quality: Literal["auto", "low", "medium", "high"] = Field(
+        "auto", validation_alias=_env("OPENAI_QUALITY")
+    )
+    stability_engine: Literal["core", "ultra", "sd3", "sdxl-v1"] = Field(
+        "core", validation_alias=_env("STABILITY_ENGINE")
+    )
+    stability_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("STABILITY_CONCURRENCY"))
+    replicate_api_token: str | None = Field(None, validation_alias=_env("REPLICATE_API_TOKEN"))
+    replicate_base_url: str = Field("https://api.replicate.com", validation_alias=_env("REPLICATE_BASE_URL"))
+    replicate_models: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_REPLICATE_MODELS), validation_alias=_env("REPLICATE_MODELS")
+    )
+    replicate_webhook_url: str | None = Field(None, validation_alias=_env("REPLICATE_WEBHOOK_URL"))
+    replicate_webhook_secret: str | None = Field(None, validation_alias=_env("REPLICATE_WEBHOOK_SECRET"))
+    replicate_download_hosts: str = Field(
+        "replicate.delivery,*.replicate.delivery", validation_alias=_env("REPLICATE_DOWNLOAD_HOSTS")
+    )
+    replicate_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("REPLICATE_CONCURRENCY"))
+    comfyui_url: str | None = Field(None, validation_alias=_env("COMFYUI_URL"))
+    comfyui_workflows_dir: Path | None = Field(None, validation_alias=_env("COMFYUI_WORKFLOWS_DIR"))
+    comfyui_checkpoint: str = Field("sd_xl_base_1.0.safetensors", validation_alias=_env("COMFYUI_CHECKPOINT"))
+    comfyui_concurrency: int = Field(1, ge=1, le=64, validation_alias=_env("COMFYUI_CONCURRENCY"))
+
     # -- auth --------------------------------------------------------------------------------
     jwt_secret: str | None = Field(None, validation_alias=_env("JWT_SECRET"))
     jwt_expires_in: int = Field(7 * 86400, validation_alias=_env("JWT_EXPIRES_IN"))
@@ -141,6 +195,33 @@ class Settings(BaseSettings):
             if any(v < 0 for v in merged.values()):
                 raise ValueError("task prices cannot be negative")
             return merged
+        return value
+
+    @field_validator("routes", "replicate_models", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _known_providers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for task_type, names in value.items():
+            unknown = [n for n in names if n not in PROVIDER_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"DARKROOM_ROUTES[{task_type!r}] names unknown providers {unknown}; "
+                    f"known: {', '.join(PROVIDER_NAMES)}"
+                )
+        return value
+
+    @field_validator("openai_model", mode="after")
+    @classmethod
+    def _no_dall_e(cls, value: str | None) -> str | None:
+        if value and value.strip().lower().startswith("dall-e"):
+            raise ValueError(
+                f"OPENAI_MODEL={value} is not supported: DALL·E 2 and 3 were removed from the OpenAI "
+                "Images API. Use a GPT image model such as gpt-image-1 (or leave OPENAI_MODEL empty)."
+            )
         return value
 
     @model_validator(mode="after")
@@ -194,6 +275,11 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as fh:
             fh.write(value)
         return value
+
+    @staticmethod
+    def host_list(value: str) -> list[str]:
+        """``"a.com, *.b.com"`` → ``["a.com", "*.b.com"]`` (lower case)."""
+        return [h.strip().lower() for h in value.split(",") if h.strip()]
 
     def price_of(self, task_type: str) -> int | None:
         return self.task_prices.get(task_type)

@@ -56,6 +56,8 @@ class ParameterSpec:
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+    required: bool = False
+    max_length: int | None = None  # strings
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,11 @@ class TaskTypeSpec:
     min_inputs: int = 1
     max_inputs: int = 5
     description: str = ""
+    # What the provider accepts as inputs (uploads are sniffed, so these are real types).
+    input_formats: Sequence[str] = ("image/jpeg", "image/png", "image/webp")
+    max_input_bytes: int | None = None
+    # True when the task takes a mask (with ``mask: true`` the last uploaded file is the mask).
+    supports_mask: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,17 @@ class ProviderRequest:
     inputs: Sequence[InputImage]
     parameters: Mapping[str, Any]  # already validated and defaulted against the TaskTypeSpec
     prompt: str | None = None
+    # A request id this provider stored earlier for this attempt (the worker crashed while it
+    # waited): resume polling it instead of creating (and paying for) a new one.
+    resume_id: str | None = None
+    # Persist the provider's request id before waiting for it (the runner writes it on the task
+    # row under the lease-holder condition). Raises when the lease is lost.
+    remember: Callable[[str], Awaitable[None]] | None = None
+    mask: InputImage | None = None
+
+    async def checkpoint(self, request_id: str) -> None:
+        if self.remember is not None:
+            await self.remember(request_id)
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,7 @@ class ProviderResult:
     outputs: Sequence[OutputImage]
     request_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the provider's model that produced the outputs (task.ai_model)
 
 
 # Progress callback: a number 0..100 for this run. Awaiting it persists the progress.
@@ -118,3 +137,15 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release resources (process pools, HTTP clients)."""
         ...
+
+
+class CancelableProvider(Provider, Protocol):
+    """A provider that can stop work it started (Replicate cancel, ComfyUI /interrupt)."""
+
+    async def cancel(self, request_id: str) -> None:
+        """Best effort: ask the provider to stop ``request_id``. Never raises."""
+        ...
+
+
+# Failures after which the next provider of the fallback chain may serve the task.
+FAILOVER_CODES = frozenset({"rate_limited", "provider_unavailable", "timeout"})

@@ -10,7 +10,8 @@ Rules (JSON types only, no string coercion):
 * ``number``: ``int`` or ``float`` (not ``bool``), finite; returned as ``float``.
 * ``integer``: ``int`` (not ``bool``) or an integral ``float`` such as ``3.0``; returned as ``int``.
 * ``allowed``, ``minimum`` and ``maximum`` (inclusive) are enforced.
-* Unknown names are rejected. Missing names, and explicit ``null``, take the default.
+* Unknown names are rejected. Missing names, and explicit ``null``, take the default (or are
+  refused when the parameter is ``required``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _coerce(name: str, spec: ParameterSpec, value: Any) -> Any:
 
 
 def _check_range(name: str, spec: ParameterSpec, value: Any) -> None:
+    if spec.type == "string" and spec.required and not value.strip():
+        raise InvalidParameter(f"Parameter '{name}' cannot be empty.", parameter=name)
+    if spec.type == "string" and spec.max_length is not None and len(value) > spec.max_length:
+        raise InvalidParameter(
+            f"Parameter '{name}' is longer than {spec.max_length} characters.", parameter=name
+        )
     if spec.allowed is not None and value not in spec.allowed:
         choices = ", ".join(str(v) for v in spec.allowed)
         raise InvalidParameter(f"Parameter '{name}' must be one of: {choices}.", parameter=name)
@@ -88,6 +95,8 @@ def validate_parameters(spec: TaskTypeSpec, raw: Mapping[str, Any] | None) -> di
     result: dict[str, Any] = {}
     for name, pspec in spec.parameters.items():
         value = raw.get(name)
+        if value is None and pspec.required:
+            raise InvalidParameter(f"Parameter '{name}' is required for {spec.task_type}.", parameter=name)
         if value is None:
             result[name] = pspec.default
             continue

@@ -1,14 +1,19 @@
-"""Routes each task type to the provider that serves it.
+"""Routes each task type to the providers that serve it, in fallback order.
 
 Built-in and external providers register the same way; tests register their own doubles.
+The chain of a task type is its configured route (``DARKROOM_ROUTES``) when there is one, else
+the default provider followed by every other provider that serves the type, in registration order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from darkroom.providers.base import Provider, TaskTypeSpec
+
+log = logging.getLogger(__name__)
 
 # Task types Darkroom knows about, whether or not a configured provider can serve them now.
 KNOWN_TASK_TYPES: Mapping[str, str] = {
@@ -27,9 +32,23 @@ class Route:
 
 
 class ProviderRegistry:
-    def __init__(self, providers: Iterable[Provider], default: str) -> None:
+    def __init__(
+        self,
+        providers: Iterable[Provider],
+        default: str,
+        routes: Mapping[str, Sequence[str]] | None = None,
+        fallback: bool = True,
+    ) -> None:
         self._providers = {p.name: p for p in providers}
         self.default = default
+        self.routes = {k: list(v) for k, v in (routes or {}).items()}
+        self.fallback = fallback
+        for task_type, names in self.routes.items():
+            missing = [n for n in names if n not in self._providers]
+            if missing:
+                log.warning(
+                    "DARKROOM_ROUTES[%s] names providers that are not configured: %s", task_type, missing
+                )
 
     @property
     def providers(self) -> list[Provider]:
@@ -38,17 +57,27 @@ class ProviderRegistry:
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)
 
-    def route(self, task_type: str) -> Route | None:
-        """The default provider when it serves the type, otherwise the first one that does."""
-        ordered = sorted(self._providers.values(), key=lambda p: p.name != self.default)
+    def chain(self, task_type: str) -> list[Route]:
+        """Every provider that may serve the type, first choice first (one if fallback is off)."""
+        if task_type in self.routes:
+            ordered = [self._providers[n] for n in self.routes[task_type] if n in self._providers]
+        else:
+            ordered = sorted(self._providers.values(), key=lambda p: p.name != self.default)
+        out = []
         for provider in ordered:
             spec = provider.capabilities().get(task_type)
             if spec is not None:
-                return Route(provider, spec)
-        return None
+                out.append(Route(provider, spec))
+        return out if self.fallback else out[:1]
+
+    def route(self, task_type: str) -> Route | None:
+        """The first choice for the type: see :meth:`chain`."""
+        chain = self.chain(task_type)
+        return chain[0] if chain else None
 
     def serving(self, task_type: str) -> list[str]:
-        return [p.name for p in self._providers.values() if task_type in p.capabilities()]
+        """The providers that would serve the type here, in fallback order."""
+        return [r.provider.name for r in self.chain(task_type)]
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

@@ -5,6 +5,14 @@
   we stalled) stops the provider run.
 * Finishing is one transaction and a conditional transition: only the lease holder of the
   current attempt can complete or fail it, so a duplicate delivery or a late worker is a no-op.
+* The provider's request id is written on the task (``remember``, under the lease-holder
+  condition) before the provider waits for the result; a worker that claims the task again after
+  a crash passes it back (``resume_id``) so the provider resumes instead of paying twice.
+* Fallback: when a provider fails with ``rate_limited``, ``provider_unavailable`` or ``timeout``
+  (after its own retries) the next provider of the task type's chain serves the same attempt —
+  one reservation, charged once. The task records the provider that served it.
+* When the lease is lost because the user canceled, the provider is asked to cancel the remote
+  work (Replicate cancel, ComfyUI interrupt) where it supports it.
 * A task claimed ``max_claims`` times without finishing (it keeps killing its worker) fails
   with ``worker_lost`` and is refunded, instead of looping forever.
 """
@@ -25,7 +33,14 @@ from darkroom import imaging
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
 from darkroom.models import Task, TaskAttempt, TaskFile, TaskStatus
-from darkroom.providers.base import InputImage, ProviderError, ProviderRequest, ProviderResult
+from darkroom.providers.base import (
+    FAILOVER_CODES,
+    InputImage,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    ProviderResult,
+)
 from darkroom.storage.base import ObjectNotFound
 from darkroom.storage.keys import new_key
 from darkroom.tasks.events import close_attempt, touch
@@ -49,6 +64,15 @@ class Claim:
     prompt: str | None
     cost: int
     inputs: list[TaskFile]
+    ai_task_id: str | None = None
+
+
+@dataclass
+class Live:
+    """What the running attempt talks to right now (for a provider-side cancel)."""
+
+    provider: Provider | None = None
+    request_id: str | None = None
 
 
 class LeaseLost(Exception):
@@ -76,7 +100,8 @@ class TaskRunner:
         if claim is None:
             return
         log.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempt})
-        work = asyncio.create_task(self._work(claim))
+        live = Live()
+        work = asyncio.create_task(self._work(claim, live))
         renewer = asyncio.create_task(self._renew(claim, work))
         try:
             outcome = await work
@@ -87,6 +112,7 @@ class TaskRunner:
                 await self._unclaim(claim)
                 raise
             log.info("lease lost (canceled or taken over); stopping", extra={"task_id": task_id})
+            await self._cancel_remote(claim, live)
             return
         finally:
             renewer.cancel()
@@ -151,6 +177,7 @@ class TaskRunner:
                 prompt=task.prompt,
                 cost=task.cost,
                 inputs=inputs,
+                ai_task_id=task.ai_task_id,
             )
 
     async def _renew(self, claim: Claim, work: asyncio.Task[object]) -> None:
@@ -204,9 +231,17 @@ class TaskRunner:
 
     # -- the work -----------------------------------------------------------------------------
 
-    async def _work(self, claim: Claim) -> ProviderResult | TaskFailure:
-        provider = self.ctx.registry.get(claim.provider)
-        if provider is None:
+    def _chain(self, claim: Claim) -> list[Provider]:
+        """The task's provider first, then the rest of the task type's fallback chain after it."""
+        names = [r.provider.name for r in self.ctx.registry.chain(claim.task_type)]
+        start = names.index(claim.provider) if claim.provider in names else None
+        names = names[start:] if start is not None else [claim.provider, *names]
+        providers = [self.ctx.registry.get(n) for n in names]
+        return [p for p in providers if p is not None]
+
+    async def _work(self, claim: Claim, live: Live) -> ProviderResult | TaskFailure:
+        chain = self._chain(claim)
+        if not chain:
             return TaskFailure("provider_unavailable", f"The provider {claim.provider!r} is not configured.")
         try:
             inputs = [
@@ -232,23 +267,94 @@ class TaskRunner:
             if not await self._extend(claim, progress=scaled):
                 raise LeaseLost
 
+        async def remember(request_id: str) -> None:
+            live.request_id = request_id
+            if not await self._set_held(claim, ai_task_id=request_id[:255]):
+                raise LeaseLost
+
+        mask = None
+        if claim.parameters.get("mask") is True and len(inputs) > 1:
+            inputs, mask = inputs[:-1], inputs[-1]
         await self._extend(claim, progress=PROGRESS_START)
-        request = ProviderRequest(
-            task_id=claim.task_id,
-            task_type=claim.task_type,
-            inputs=inputs,
-            parameters=claim.parameters,
-            prompt=claim.prompt,
-        )
+        failure = TaskFailure("provider_unavailable", "No provider could serve the task.")
+        for index, provider in enumerate(chain):
+            if index > 0:
+                log.info(
+                    "falling back to the next provider",
+                    extra={"task_id": claim.task_id, "provider": provider.name, "code": failure.code},
+                )
+                if not await self._set_held(claim, ai_provider=provider.name, ai_task_id=None, ai_model=None):
+                    raise asyncio.CancelledError
+            live.provider, live.request_id = provider, (claim.ai_task_id if index == 0 else None)
+            request = ProviderRequest(
+                task_id=claim.task_id,
+                task_type=claim.task_type,
+                inputs=inputs,
+                parameters=claim.parameters,
+                prompt=claim.prompt,
+                resume_id=live.request_id,
+                remember=remember,
+                mask=mask,
+            )
+            try:
+                return await provider.run(request, progress)
+            except LeaseLost:
+                raise asyncio.CancelledError from None
+            except ProviderError as exc:
+                failure = TaskFailure(exc.code, exc.message)
+                if exc.code not in FAILOVER_CODES:
+                    return failure
+                if index + 1 < len(chain):  # don't leave paid work running behind us
+                    await self._abandon(claim, live)
+            except Exception as exc:
+                log.exception("provider crashed", extra={"task_id": claim.task_id})
+                return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
+        return failure
+
+    async def _set_held(self, claim: Claim, **values: object) -> bool:
+        """Write columns of the task while we hold it (and its attempt's provider when it changes)."""
+        async with self.ctx.db.transaction() as session:
+            result = await session.execute(
+                update(Task).where(self._held(claim)).values(**values).returning(Task.id)
+            )
+            if result.scalar_one_or_none() is None:
+                return False
+            if "ai_provider" in values:
+                await session.execute(
+                    update(TaskAttempt)
+                    .where(TaskAttempt.task_id == claim.task_id, TaskAttempt.attempt == claim.attempt)
+                    .values(ai_provider=values["ai_provider"])
+                )
+            return True
+
+    async def _abandon(self, claim: Claim, live: Live) -> None:
+        """Falling over: cancel what the failing provider may still be running (best effort)."""
+        cancel = getattr(live.provider, "cancel", None)
+        if cancel is None or live.request_id is None:
+            return
         try:
-            return await provider.run(request, progress)
-        except LeaseLost:
-            raise asyncio.CancelledError from None
-        except ProviderError as exc:
-            return TaskFailure(exc.code, exc.message)
-        except Exception as exc:
-            log.exception("provider crashed", extra={"task_id": claim.task_id})
-            return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
+            async with asyncio.timeout(30):
+                await cancel(live.request_id)
+        except Exception:
+            log.warning("could not cancel the abandoned request", extra={"task_id": claim.task_id})
+
+    async def _cancel_remote(self, claim: Claim, live: Live) -> None:
+        """The lease is gone: if the user canceled, stop the provider's work too (best effort)."""
+        cancel = getattr(live.provider, "cancel", None)
+        if cancel is None or live.request_id is None:
+            return
+        try:
+            async with self.ctx.db.transaction(write=False) as session:
+                task = await session.get(Task, claim.task_id)
+                canceled = (
+                    task is not None and task.status == TaskStatus.CANCELED and task.attempt == claim.attempt
+                )
+            if canceled:
+                async with asyncio.timeout(30):
+                    await cancel(live.request_id)
+                log.info("canceled at the provider", extra={"task_id": claim.task_id})
+        except Exception:
+            log.exception("provider-side cancel failed", extra={"task_id": claim.task_id})
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -298,6 +404,7 @@ class TaskRunner:
                 task.lease_expires_at = None
                 task.error_code = task.error_message = None
                 task.ai_task_id = result.request_id or task.ai_task_id
+                task.ai_model = result.model or task.ai_model
                 task.result_metadata = dict(result.metadata) or None
                 await close_attempt(session, task, "completed", now)
                 await credits.capture(

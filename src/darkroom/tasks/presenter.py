@@ -51,6 +51,7 @@ def present(
         task_type=task.task_type,
         ai_provider=task.ai_provider,
         ai_model=task.ai_model,
+        ai_task_id=task.ai_task_id,
         input_files=[f.url for f in inputs],
         inputs=inputs,
         input_parameters=task.input_parameters,

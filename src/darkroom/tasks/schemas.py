@@ -35,6 +35,7 @@ class TaskRead(CamelModel):
     task_type: str
     ai_provider: str
     ai_model: str | None
+    ai_task_id: str | None = None  # the provider's request id (prediction, generation, prompt)
     input_files: list[str]
     inputs: list[FileRead]
     input_parameters: dict[str, Any]

@@ -23,6 +23,7 @@ from darkroom.credits import service as credits
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User
 from darkroom.models.base import new_id
+from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
 from darkroom.providers.registry import KNOWN_TASK_TYPES
 from darkroom.storage.keys import new_key
@@ -73,6 +74,38 @@ def default_prompt(task_type: str, params: dict[str, Any]) -> str | None:
         case "color_enhancement":
             return f"Enhance the colours in the image with the {params.get('enhancement', 'auto')} effect."
     return None
+
+
+def check_inputs_for(
+    spec: TaskTypeSpec, uploads: Sequence[Upload], infos: Sequence[imaging.ImageInfo], params: dict[str, Any]
+) -> None:
+    """What the provider's capabilities say about the inputs: formats, size, the mask."""
+    for upload, info in zip(uploads, infos, strict=True):
+        label = upload.name or "file"
+        if info.content_type not in spec.input_formats:
+            raise UnsupportedMediaType(
+                f"{label}: {spec.task_type} takes {', '.join(spec.input_formats)}.",
+                code="unsupported_image_type",
+            )
+        if spec.max_input_bytes is not None and len(upload.data) > spec.max_input_bytes:
+            raise PayloadTooLarge(
+                f"{label} is larger than the {spec.max_input_bytes} bytes {spec.task_type} accepts.",
+                code="file_too_large",
+            )
+    if params.get("mask") is True and spec.supports_mask:
+        if len(uploads) < 2:
+            raise Unprocessable(
+                "With mask=true, upload the image(s) first and the mask as the last file.",
+                code="mask_without_image",
+            )
+        if infos[-1].content_type != "image/png":
+            raise Unprocessable(
+                "The mask (the last file) must be a PNG, transparent where the image may change.",
+                code="invalid_mask",
+            )
+        first = infos[0]
+        if (infos[-1].width, infos[-1].height) != (first.width, first.height):
+            raise Unprocessable("The mask must have the same size as the first image.", code="invalid_mask")
 
 
 async def create_task(
@@ -133,6 +166,8 @@ async def create_task(
         except imaging.ImageRejected as exc:
             error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
             raise error(f"{label}: {exc.message}", code=exc.code) from None
+
+    check_inputs_for(route.spec, uploads, infos, params)
 
     # 3. Enough credits? A fast refusal before storing anything, in a read transaction of its own
     # so the write transaction below stays short; the reservation is the real, race-free check.
@@ -263,6 +298,7 @@ async def retry_task(ctx: AppContext, session: AsyncSession, user: User, task_id
     task.retry_count += 1
     task.status = TaskStatus.PENDING
     task.ai_provider = route.provider.name
+    task.ai_task_id = task.ai_model = None  # a new attempt never resumes the last one's request
     task.cost = price
     task.progress = 0
     task.error_code = task.error_message = None
