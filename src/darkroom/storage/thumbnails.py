@@ -13,7 +13,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query
@@ -28,7 +28,6 @@ from darkroom.storage.keys import is_valid_key
 from darkroom.storage.signing import UrlSigner
 
 SIZES = (320, 1280)
-Size = Literal[320, 1280]
 
 router = APIRouter(tags=["files"])
 
@@ -79,14 +78,15 @@ async def cached_thumbnail(ctx: AppContext, key: str, size: int) -> tuple[Path, 
 
 @router.get("/thumbs/{size}/{key:path}", response_class=FileResponse)
 async def get_thumbnail(
-    size: Size,
+    size: int,
     key: str,
     ctx: Context,
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=128)],
 ) -> FileResponse:
     """A small preview of a stored image, by the signed link found in the owner's task JSON."""
-    if not is_valid_key(key) or not _signer(ctx.settings.secret_key).verify(f"{size}:{key}", expires, sig):
+    signer = _signer(ctx.settings.secret_key)
+    if size not in SIZES or not is_valid_key(key) or not signer.verify(f"{size}:{key}", expires, sig):
         raise NotFound(
             "This link is invalid or has expired; fetch the task again for a fresh one.",
             code="file_not_found",

@@ -77,7 +77,7 @@ def render(
     return response
 
 
-_JS_SECTIONS = {"upload", "studio", "tasks", "status", "type", "error", "task"}
+_JS_SECTIONS = {"upload", "studio", "tasks", "status", "type", "error", "task", "param"}
 
 
 def secure(response: Response) -> Response:

@@ -26,6 +26,11 @@
       list.prepend(fresh);
       const empty = document.getElementById("empty");
       if (empty) empty.hidden = true;
+      const title = document.getElementById("tasks-title");
+      if (title) {
+        list.dataset.total = String(Number(list.dataset.total || 0) + 1);
+        title.textContent = D.t("tasks.title", { n: list.dataset.total });
+      }
     }
     D.formatDates(fresh);
     document.dispatchEvent(new CustomEvent("darkroom:task", { detail: { id, status: fresh.dataset.status } }));

@@ -105,7 +105,8 @@
     const id = "param-" + name;
     const label = document.createElement("label");
     label.htmlFor = id;
-    label.textContent = name === "style" ? D.t("studio.style") : name.replace(/_/g, " ");
+    const key = "param." + name;
+    label.textContent = name === "style" ? D.t("studio.style") : D.t(key) !== key ? D.t(key) : name.replace(/_/g, " ");
     if (spec.description) label.title = spec.description;
     let control;
     if (name === "style" && spec.allowed) {
