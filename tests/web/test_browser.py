@@ -295,6 +295,25 @@ def test_chinese_cancel_and_refusals(browser: Browser, idle_server: Server, tmp_
     assert not errors, errors
 
 
+def test_without_event_streams_the_page_polls(browser: Browser, server: Server, tmp_path: Path) -> None:
+    context = browser.new_context(locale="en-US")
+    context.add_init_script("delete window.EventSource;")
+    page = context.new_page()
+    try:
+        sign_up(page, server.url)
+        expect(page.locator("#live-state")).to_have_text("Updating every 2 s")
+        source = tmp_path / "poll.jpg"
+        source.write_bytes(photo(300, 200))
+        page.set_input_files("#file-input", str(source))
+        choose_type(page, "background_removal")
+        page.locator("#submit").click()
+        card = newest_card(page)
+        expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
+        expect(card.locator(".gallery img")).to_have_count(1)
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_the_upload(browser: Browser, server: Server) -> None:
     context = browser.new_context(locale="en-US")
     page = context.new_page()

@@ -102,7 +102,7 @@ async def studio(request: Request, ctx: Context, offset: Annotated[int, Query(ge
 
 
 @router.get("/ui/tasks/{task_id}/card", response_class=HTMLResponse)
-async def task_card(task_id: str, request: Request, ctx: Context) -> Response:
+async def task_card(task_id: str, request: Request, ctx: Context, single: bool = False) -> Response:
     """One task card, for the scripts to swap in when a task changes status."""
     user = await page_user(request, ctx)
     if user is None:
@@ -111,7 +111,7 @@ async def task_card(task_id: str, request: Request, ctx: Context) -> Response:
         task = await task_service.get_owned(session, user, task_id)
         files = await task_service.files_of(session, [task])
     data = _dump(present(ctx, str(request.base_url), task, files[task.id]))
-    return render(request, ctx, "_task_card.html", {"task": data}, user=user)
+    return render(request, ctx, "_task_card.html", {"task": data, "single": single}, user=user)
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)

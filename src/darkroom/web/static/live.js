@@ -10,7 +10,9 @@
   function card(id) { return document.getElementById("task-" + id); }
 
   async function refreshCard(id) {
-    const response = await fetch("/ui/tasks/" + encodeURIComponent(id) + "/card", { credentials: "same-origin" });
+    const single = document.getElementById("task-list")?.dataset.single ? "?single=true" : "";
+    const response = await fetch("/ui/tasks/" + encodeURIComponent(id) + "/card" + single,
+      { credentials: "same-origin" });
     if (!response.ok) return;
     const html = await response.text();
     const tpl = document.createElement("template");
