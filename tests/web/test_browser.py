@@ -173,9 +173,9 @@ def test_sign_up_upload_progress_download_fail_retry(
         # The task page: before/after slider and details.
         card.locator("a.task-no").click()
         expect(page.locator("#compare")).to_be_visible()
+        page.wait_for_load_state()  # the slider's script runs once the page has loaded
         page.locator("#compare-range").fill("20")
-        clip = page.evaluate("document.getElementById('after-wrap').style.clipPath")
-        assert "20%" in clip
+        page.wait_for_function("document.getElementById('after-wrap').style.clipPath.includes('20%')")
         expect(page.locator(".details")).to_contain_text("stained_glass")
         shot(page, "05-task-compare-en")
         page.go_back()
@@ -190,11 +190,21 @@ def test_sign_up_upload_progress_download_fail_retry(
         expect(card.locator(".task-error")).to_contain_text("at least 32px")
         shot(page, "06-studio-failed-en")
         task_id = card.get_attribute("data-id")
+        seq = int(card.get_attribute("data-seq") or 0)
         card.locator("button[data-action=retry]").click()
-        # The retried attempt runs and fails again the same way; the task page lists both attempts.
-        expect(page.locator(f"#task-{task_id} button[data-action=retry]")).to_be_visible(timeout=LONG)
+        # The retried attempt runs and fails again the same way (a later change than the first failure).
+        page.wait_for_function(
+            """([id, seq]) => {
+                const el = document.getElementById("task-" + id);
+                return el && el.dataset.status === "failed" && Number(el.dataset.seq) > seq
+                    && el.querySelector("button[data-action=retry]:not([disabled])");
+            }""",
+            arg=[task_id, seq],
+            timeout=LONG,
+        )
         page.goto(f"{server.url}/tasks/{task_id}")
-        expect(page.locator(".attempts li")).to_have_count(2, timeout=LONG)
+        expect(page.locator(".attempts li")).to_have_count(2)
+        expect(page.locator(".attempts")).to_contain_text("invalid_input")
 
         # Credits: the ledger shows the reservations, captures and the refunds of the failures.
         page.goto(server.url + "/credits")
@@ -319,6 +329,8 @@ def test_keyboard_reaches_the_upload(browser: Browser, server: Server) -> None:
     page = context.new_page()
     try:
         sign_up(page, server.url)
+        page.wait_for_load_state()
+        expect(page.locator("input[name=taskType]").first).to_be_visible()  # the studio's script ran
         for _ in range(12):
             page.keyboard.press("Tab")
             if page.evaluate("document.activeElement.id") == "file-input":

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from darkroom.web import i18n
-from tests.support import open_image, photo, unique_email
+from tests.support import open_image, photo, unique_email, wait_for
 
 
 def csrf_of(html: str) -> str:
@@ -81,6 +81,7 @@ async def test_login_needs_the_csrf_token_and_the_cookie_session_works(client: h
     )
     assert created.status_code == 201, created.text
     task = created.json()["data"]
+    await wait_for(client, {}, task["id"])  # let the worker finish before the app shuts down
     assert task["inputs"][0]["thumbnailUrl"].startswith("http://testserver/thumbs/320/")
 
     # The task card and the task page render for the owner.
@@ -157,6 +158,7 @@ async def test_thumbnails_are_signed_small_and_cached(client: httpx.AsyncClient,
     created = await client.post(
         "/api/tasks", data={"taskType": "color_enhancement"}, files=files, headers={"X-CSRF-Token": token}
     )
+    await wait_for(client, {}, created.json()["data"]["id"])
     url = created.json()["data"]["inputs"][0]["thumbnailUrl"]
     r = await client.get(url)
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
