@@ -22,7 +22,10 @@ FINAL = {"completed", "failed", "canceled"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("sse"), DARKROOM_SSE_KEEPALIVE_SECONDS="0.5").start()
+    # No table tail here: live events can only come from the in-process hub woken after commit.
+    s = Server(
+        tmp_path_factory.mktemp("sse"), DARKROOM_SSE_KEEPALIVE_SECONDS="0.5", DARKROOM_EVENTS_POLL_SECONDS="0"
+    ).start()
     yield s
     s.stop()
 

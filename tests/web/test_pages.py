@@ -166,3 +166,20 @@ async def test_thumbnails_are_signed_small_and_cached(client: httpx.AsyncClient,
     assert list((tmp_path / "cache" / "thumbs").rglob("*.jpg"))
     assert (await client.get(url.replace("sig=", "sig=0"))).status_code == 404
     assert (await client.get(url.replace("/thumbs/320/", "/thumbs/640/"))).status_code == 404
+
+
+async def test_credits_page_paginates_the_ledger(client: httpx.AsyncClient) -> None:
+    from darkroom.credits import service as credits_service
+
+    email = unique_email("ledger")
+    await sign_up(client, email)
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    me = (await client.get("/api/me")).json()["data"]
+    async with ctx.db.transaction() as session:
+        for n in range(25):
+            await credits_service.grant(session, me["user"]["id"], 1, f"bonus {n}")
+    first = await client.get("/credits")
+    assert "Page 1 of 2" in first.text and 'rel="next"' in first.text and ">45<" in first.text
+    assert "bonus 24" in first.text and "bonus 0<" not in first.text
+    second = await client.get("/credits?page=2")
+    assert "Page 2 of 2" in second.text and 'rel="prev"' in second.text and "bonus 0" in second.text

@@ -18,6 +18,9 @@ from darkroom.context import AppContext
 from darkroom.models import TaskEvent
 
 BATCH = 200
+# Look at the table again after this long even without a wake-up (a safety net only: wake-ups
+# come from this process's commits and from the table tail).
+RECHECK_SECONDS = 60.0
 
 
 def to_sse(event: TaskEvent) -> ServerSentEvent:
@@ -59,7 +62,7 @@ async def task_events(
                 last = rows[-1].id
             if len(rows) < BATCH:
                 # Keep-alive comments are sent by the response itself while we wait here.
-                await waiter.wait(ctx.settings.sse_keepalive_seconds)
+                await waiter.wait(RECHECK_SECONDS)
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
