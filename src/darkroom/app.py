@@ -82,7 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _darkroom(request: Request, exc: DarkroomError) -> JSONResponse:
         # The message follows the caller's language (cookie or Accept-Language); the code never changes.
         default = request.app.state.settings.default_locale
-        message = i18n.error_message(i18n.choose(request, default), exc.code, exc.message)
+        message = i18n.error_message(i18n.choose(request, default), exc.code, exc.message, exc.extra)
         return _error(exc.status_code, exc.code, message, exc.extra or None)
 
     @app.exception_handler(RequestValidationError)

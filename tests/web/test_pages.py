@@ -183,3 +183,18 @@ async def test_credits_page_paginates_the_ledger(client: httpx.AsyncClient) -> N
     assert "bonus 24" in first.text and "bonus 0<" not in first.text
     second = await client.get("/credits?page=2")
     assert "Page 2 of 2" in second.text and 'rel="prev"' in second.text and "bonus 0" in second.text
+
+
+async def test_chinese_error_messages_keep_their_details(app_client) -> None:  # type: ignore[no-untyped-def]
+    async with app_client(signup_credits=1) as client:
+        token = await sign_up(client)
+        files = [("files", ("p.jpg", photo(), "image/jpeg"))]
+        r = await client.post(
+            "/api/tasks",
+            data={"taskType": "style_transfer"},
+            files=files,
+            headers={"X-CSRF-Token": token, "Accept-Language": "zh-CN"},
+        )
+    assert r.status_code == 402
+    assert r.json()["code"] == "insufficient_credits"
+    assert r.json()["message"] == "积分不足，需要 2 积分，当前只有 1 积分。"

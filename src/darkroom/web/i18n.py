@@ -332,8 +332,20 @@ def translate(locale: str, key: str, **values: Any) -> str:
     return text.format(**values) if values else text
 
 
-def error_message(locale: str, code: str, message: str) -> str:
+# With the details an error carries (DarkroomError.extra), when it has them all.
+ERRORS_ZH_DETAILED: dict[str, str] = {
+    "insufficient_credits": "积分不足，需要 {needed} 积分，当前只有 {balance} 积分。",
+}
+
+
+def error_message(locale: str, code: str, message: str, extra: dict[str, Any] | None = None) -> str:
     """The message of an API error in ``locale``; the English original when there is no entry."""
-    if locale == "zh-CN" and code in ERRORS_ZH:
-        return ERRORS_ZH[code]
-    return message
+    if locale != "zh-CN":
+        return message
+    detailed = ERRORS_ZH_DETAILED.get(code)
+    if detailed is not None and extra:
+        try:
+            return detailed.format(**extra)
+        except (KeyError, IndexError):
+            pass
+    return ERRORS_ZH.get(code, message)
