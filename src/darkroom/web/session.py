@@ -48,7 +48,7 @@ def ensure_csrf_cookie(request: Request, response: Response, settings: Settings)
     new = getattr(request.state, "new_csrf", None)
     if new:
         response.set_cookie(
-            CSRF_COOKIE, new, httponly=True, samesite="strict", secure=_secure(request, settings), path="/"
+            CSRF_COOKIE, new, httponly=True, samesite="lax", secure=_secure(request, settings), path="/"
         )
 
 

@@ -68,7 +68,9 @@
       img.width = 48; img.height = 48;
       const name = document.createElement("span");
       name.className = "file-name";
-      name.textContent = file.name + " (" + (file.size / (1024 * 1024)).toFixed(2) + " MB)";
+      const size = file.size < 1024 * 1024 ? Math.max(1, Math.round(file.size / 1024)) + " KB"
+        : (file.size / (1024 * 1024)).toFixed(1) + " MB";
+      name.textContent = file.name + " (" + size + ")";
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "remove";
