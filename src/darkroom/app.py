@@ -25,6 +25,7 @@ from darkroom.context import AppContext
 from darkroom.credits.endpoints import router as credits_router
 from darkroom.db import Database
 from darkroom.errors import DarkroomError
+from darkroom.events.tail import tail_events
 from darkroom.health import router as health_router
 from darkroom.middleware import ContentLengthGuard
 from darkroom.providers.base import Provider
@@ -39,6 +40,8 @@ from darkroom.storage.local import LocalStorage
 from darkroom.storage.signing import UrlSigner
 from darkroom.tasks.endpoints import router as tasks_router
 from darkroom.tasks.jobs import TaskRunner
+from darkroom.web import i18n
+from darkroom.web.mount import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,11 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DarkroomError)
-    async def _darkroom(_: Request, exc: DarkroomError) -> JSONResponse:
-        return _error(exc.status_code, exc.code, exc.message, exc.extra or None)
+    async def _darkroom(request: Request, exc: DarkroomError) -> JSONResponse:
+        # The message follows the caller's language (cookie or Accept-Language); the code never changes.
+        default = request.app.state.settings.default_locale
+        message = i18n.error_message(i18n.choose(request, default), exc.code, exc.message, exc.extra)
+        return _error(exc.status_code, exc.code, message, exc.extra or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -131,6 +137,7 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
             await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
         ctx = build_context(settings, providers)
         app.state.ctx = ctx
+        ctx.db.session_info["event_hub"] = ctx.events  # after-commit hooks wake local streams
         queue: InProcessQueue | None = None
         background: list[asyncio.Task[None]] = []
         if settings.run_workers:
@@ -142,6 +149,12 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
             await reap(ctx, grace=0)  # everything pending: the in-process queue starts empty
             grace = max(60.0, settings.reaper_interval_seconds * 3)
             background.append(asyncio.create_task(reaper_loop(ctx, grace=grace), name="darkroom-reaper"))
+        if settings.events_poll_seconds > 0:  # changes committed by workers in other processes
+            background.append(
+                asyncio.create_task(
+                    tail_events(ctx.db, ctx.events, settings.events_poll_seconds), name="darkroom-event-tail"
+                )
+            )
         try:
             yield
         finally:
@@ -164,8 +177,10 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body)
     app.add_middleware(ContentLengthGuard, max_body_size=max_body)
     install_error_handlers(app)
+    app.state.settings = settings
 
     for router in (health_router, auth_router, tasks_router, credits_router, files_router):
         app.include_router(router)
     app.include_router(provider_webhooks_router)
+    mount_web(app)
     return app

@@ -1,4 +1,4 @@
-"""The ``darkroom`` command: serve, migrate, users, credits, doctor."""
+"""The ``darkroom`` command: serve, migrate, users, credits, doctor; submit and tasks (API client)."""
 
 from __future__ import annotations
 
@@ -230,3 +230,13 @@ def doctor(as_json: bool) -> None:
             else f"{problems} problem(s) found"
         )
     sys.exit(1 if problems else 0)
+
+
+def _add_client_commands() -> None:
+    from darkroom.client.commands import submit, tasks
+
+    main.add_command(submit)
+    main.add_command(tasks)
+
+
+_add_client_commands()

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     )
     max_claims: int = Field(5, ge=1, validation_alias=_env("DARKROOM_MAX_CLAIMS"))
 
+    # -- live events and web pages -------------------------------------------------------------
+    sse_keepalive_seconds: float = Field(15, gt=0, validation_alias=_env("DARKROOM_SSE_KEEPALIVE_SECONDS"))
+    events_poll_seconds: float = Field(1.0, ge=0, validation_alias=_env("DARKROOM_EVENTS_POLL_SECONDS"))
+    default_locale: Literal["en", "zh-CN"] = Field("en", validation_alias=_env("DARKROOM_DEFAULT_LOCALE"))
+    secure_cookies: bool | None = Field(None, validation_alias=_env("DARKROOM_SECURE_COOKIES"))
+
     @field_validator("jwt_expires_in", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from darkroom.config import Settings
 from darkroom.db import Database
+from darkroom.events.hub import EventHub, InProcessHub
 from darkroom.providers.registry import ProviderRegistry
 from darkroom.storage.base import Storage
 
@@ -32,3 +33,4 @@ class AppContext:
     storage: Storage
     registry: ProviderRegistry
     dispatcher: Dispatcher = field(default_factory=NullDispatcher)
+    events: EventHub = field(default_factory=InProcessHub)

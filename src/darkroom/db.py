@@ -58,8 +58,10 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
-        self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+        # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
+        self.session_info: dict[str, Any] = {}
+        self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
+        self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, info=self.session_info)
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self.write_sessions if write else self.read_sessions)()

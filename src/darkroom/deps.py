@@ -15,6 +15,7 @@ from darkroom.context import AppContext
 from darkroom.errors import Unauthorized
 from darkroom.models import User
 from darkroom.uow import run_hooks
+from darkroom.web import session as web_session
 
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -49,14 +50,24 @@ _bearer = HTTPBearer(auto_error=False, description="The accessToken from /api/au
 
 
 async def get_current_user(
+    request: Request,
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """The token's user, read in a short transaction of its own so that the request's write
-    transaction (on SQLite, the database's write lock) starts only when the endpoint writes."""
-    if credentials is None:
-        raise Unauthorized("Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized")
-    user_id = decode_token(credentials.credentials, ctx.settings.secret_key)
+    transaction (on SQLite, the database's write lock) starts only when the endpoint writes.
+    Browsers send the token in the session cookie instead; then writes need the CSRF header."""
+    if credentials is not None:
+        token = credentials.credentials
+    else:
+        cookie = web_session.cookie_token(request)
+        if cookie is None:
+            raise Unauthorized(
+                "Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized"
+            )
+        web_session.check_csrf_header(request)
+        token = cookie
+    user_id = decode_token(token, ctx.settings.secret_key)
     async with ctx.db.transaction(write=False) as session:
         return await auth_service.get_active_user(session, user_id)
 

@@ -4,11 +4,14 @@ the task's ``seq`` (used by event streams and ETags) and wakes local listeners a
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.models import Task, TaskAttempt, TaskEvent
+from darkroom.uow import after_commit, on_rollback
 
 
 async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None:
@@ -19,6 +22,26 @@ async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None
     await session.flush()
     task.seq = event.id
     session.info.setdefault("changed_tasks", set()).add(task.id)
+    users: set[str] | None = session.info.get("changed_users")
+    if users is None:
+        users = session.info["changed_users"] = set()
+        after_commit(session, partial(_wake_listeners, session.info))
+        on_rollback(session, partial(_forget, session.info))
+    users.add(task.user_id)
+
+
+async def _forget(info: dict[str, Any]) -> None:
+    info.pop("changed_users", None)
+    info.pop("changed_tasks", None)
+
+
+async def _wake_listeners(info: dict[str, Any]) -> None:
+    """After commit: wake this process's event streams of the users whose tasks changed."""
+    hub = info.get("event_hub")
+    users = info.pop("changed_users", set())
+    info.pop("changed_tasks", None)
+    if hub is not None:
+        hub.notify(users)
 
 
 async def close_attempt(session: AsyncSession, task: Task, status: str, now: datetime) -> None:

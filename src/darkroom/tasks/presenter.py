@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from darkroom.context import AppContext
 from darkroom.models import Task, TaskAttempt, TaskFile
 from darkroom.storage.keys import EXTENSIONS
+from darkroom.storage.thumbnails import thumbnail_url
 from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead, TaskStatusRead
 
 
@@ -31,6 +32,8 @@ def _file(ctx: AppContext, base: str, task: Task, f: TaskFile) -> FileRead:
         width=f.width,
         height=f.height,
         name=f.original_name,
+        thumbnail_url=_absolute(ctx.settings.app_url or base, thumbnail_url(ctx, f.storage_key, 320)),
+        preview_url=_absolute(ctx.settings.app_url or base, thumbnail_url(ctx, f.storage_key, 1280)),
     )
 
 

@@ -14,6 +14,8 @@ class FileRead(CamelModel):
     width: int
     height: int
     name: str | None = None
+    thumbnail_url: str | None = None
+    preview_url: str | None = None
 
 
 class AttemptRead(CamelModel):

@@ -1,0 +1,1 @@
+"""The browser app: server-rendered pages (Jinja2), static JS/CSS, cookie sessions, languages."""

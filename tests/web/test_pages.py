@@ -1,0 +1,200 @@
+"""Pages, cookie sessions, CSRF, languages and security headers, in-process (real SQLite)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from darkroom.web import i18n
+from tests.support import open_image, photo, unique_email, wait_for
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+async def sign_up(client: httpx.AsyncClient, email: str | None = None) -> str:
+    page = await client.get("/signup")
+    assert page.status_code == 200
+    token = csrf_of(page.text)
+    r = await client.post(
+        "/signup",
+        data={"email": email or unique_email("page"), "password": "page-pass-1", "csrf_token": token},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/", r.text
+    cookie = r.headers["set-cookie"]
+    assert "darkroom_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    return token
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"),
+        ("zh-TW", "zh-CN"),
+        ("en-US,en;q=0.9,zh-CN;q=0.8", "en"),
+        ("fr-FR,zh;q=0.5", "zh-CN"),
+        ("de", None),
+        ("en;q=0, zh;q=0.1", "zh-CN"),
+        ("", None),
+    ],
+)
+def test_accept_language(header: str, expected: str | None) -> None:
+    assert i18n.from_accept_language(header) == expected
+
+
+def test_every_ui_string_exists_in_both_languages() -> None:
+    assert set(i18n.UI["en"]) == set(i18n.UI["zh-CN"])
+
+
+async def test_login_needs_the_csrf_token_and_the_cookie_session_works(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    email = unique_email("page")
+    token = await sign_up(client, email)
+    studio = await client.get("/")
+    assert studio.status_code == 200 and "task-form" in studio.text
+    # Security headers on pages.
+    csp = studio.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert studio.headers["x-frame-options"] == "DENY"
+    assert studio.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in studio.text and " style=" not in studio.text and "onclick" not in studio.text
+
+    # The API accepts the cookie: reads freely, writes only with the CSRF header.
+    me = await client.get("/api/me")
+    assert me.status_code == 200 and me.json()["data"]["user"]["email"] == email
+    files = [("files", ("p.jpg", photo(), "image/jpeg"))]
+    refused = await client.post("/api/tasks", data={"taskType": "color_enhancement"}, files=files)
+    assert refused.status_code == 403 and refused.json()["code"] == "csrf_failed"
+    forged = await client.post(
+        "/api/tasks", data={"taskType": "color_enhancement"}, files=files, headers={"X-CSRF-Token": "x" * 43}
+    )
+    assert forged.status_code == 403 and forged.json()["code"] == "csrf_failed"
+    created = await client.post(
+        "/api/tasks", data={"taskType": "color_enhancement"}, files=files, headers={"X-CSRF-Token": token}
+    )
+    assert created.status_code == 201, created.text
+    task = created.json()["data"]
+    await wait_for(client, {}, task["id"])  # let the worker finish before the app shuts down
+    assert task["inputs"][0]["thumbnailUrl"].startswith("http://testserver/thumbs/320/")
+
+    # The task card and the task page render for the owner.
+    card = await client.get(f"/ui/tasks/{task['id']}/card")
+    assert card.status_code == 200 and task["taskNo"] in card.text
+    page = await client.get(f"/tasks/{task['id']}")
+    assert page.status_code == 200 and task["taskNo"] in page.text
+
+    # Log out needs the token too; afterwards the studio asks for a login again.
+    assert (await client.post("/logout", data={})).status_code == 403
+    out = await client.post("/logout", data={"csrf_token": token})
+    assert out.status_code == 303
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_login_form_errors_and_csrf(client: httpx.AsyncClient) -> None:
+    email = unique_email("page")
+    await sign_up(client, email)
+    client.cookies.delete("darkroom_session")
+    page = await client.get("/login")
+    token = csrf_of(page.text)
+    r = await client.post("/login", data={"email": email, "password": "page-pass-1"})
+    assert r.status_code == 403 and "csrf_failed" in r.text
+    r = await client.post("/login", data={"email": email, "password": "wrong-pass", "csrf_token": token})
+    assert r.status_code == 401 and "invalid_credentials" in r.text and "E-mail or password" in r.text
+    r = await client.post(
+        "/login",
+        data={"email": email, "password": "wrong-pass", "csrf_token": token},
+        headers={"Accept-Language": "zh-CN"},
+    )
+    assert "邮箱或密码不正确" in r.text
+    r = await client.post("/login", data={"email": email, "password": "page-pass-1", "csrf_token": token})
+    assert r.status_code == 303
+    r = await client.post("/signup", data={"email": email, "password": "page-pass-1", "csrf_token": token})
+    assert r.status_code == 409 and "email_taken" in r.text
+    r = await client.post(
+        "/signup", data={"email": "x@example.com", "password": "short", "csrf_token": token}
+    )
+    assert r.status_code == 422 and "8" in r.text
+
+
+async def test_language_choice_is_remembered_and_api_errors_follow_it(client: httpx.AsyncClient) -> None:
+    zh = {"Accept-Language": "zh-CN,zh;q=0.9"}
+    page = await client.get("/login", headers=zh)
+    assert '<html lang="zh-CN">' in page.text and "登录" in page.text
+    token = await sign_up(client)
+    # The API's messages follow Accept-Language; the codes never change.
+    r = await client.get("/api/tasks/missing", headers=zh)
+    assert r.json() == {"success": False, "code": "task_not_found", "message": "任务不存在或无权访问。"}
+    r = await client.get("/api/tasks/missing", headers={"Accept-Language": "en"})
+    assert r.json()["code"] == "task_not_found" and "任务" not in r.json()["message"]
+
+    # Switch to Chinese: cookie + stored on the account; an open redirect is refused.
+    r = await client.post(
+        "/locale", data={"locale": "zh-CN", "next": "https://evil.example/", "csrf_token": token}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert "darkroom_lang=zh-CN" in r.headers["set-cookie"]
+    studio = await client.get("/", headers={"Accept-Language": "en"})
+    assert '<html lang="zh-CN">' in studio.text and "上传图片" in studio.text
+    # Stored on the user: a fresh browser (no language cookie) gets Chinese after logging in.
+    client.cookies.delete("darkroom_lang")
+    studio = await client.get("/", headers={"Accept-Language": "en"})
+    assert '<html lang="zh-CN">' in studio.text
+    r = await client.post("/locale", data={"locale": "en", "next": "/credits?page=1", "csrf_token": token})
+    assert r.headers["location"] == "/credits?page=1"
+    credits = await client.get("/credits?page=1")
+    assert '<html lang="en">' in credits.text and "Grant" in credits.text
+
+
+async def test_thumbnails_are_signed_small_and_cached(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    token = await sign_up(client)
+    files = [("files", ("big.jpg", photo(1600, 1200), "image/jpeg"))]
+    created = await client.post(
+        "/api/tasks", data={"taskType": "color_enhancement"}, files=files, headers={"X-CSRF-Token": token}
+    )
+    await wait_for(client, {}, created.json()["data"]["id"])
+    url = created.json()["data"]["inputs"][0]["thumbnailUrl"]
+    r = await client.get(url)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert max(open_image(r.content).size) == 320
+    assert list((tmp_path / "cache" / "thumbs").rglob("*.jpg"))
+    assert (await client.get(url.replace("sig=", "sig=0"))).status_code == 404
+    assert (await client.get(url.replace("/thumbs/320/", "/thumbs/640/"))).status_code == 404
+
+
+async def test_credits_page_paginates_the_ledger(client: httpx.AsyncClient) -> None:
+    from darkroom.credits import service as credits_service
+
+    email = unique_email("ledger")
+    await sign_up(client, email)
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    me = (await client.get("/api/me")).json()["data"]
+    async with ctx.db.transaction() as session:
+        for n in range(25):
+            await credits_service.grant(session, me["user"]["id"], 1, f"bonus {n}")
+    first = await client.get("/credits")
+    assert "Page 1 of 2" in first.text and 'rel="next"' in first.text and ">45<" in first.text
+    assert "bonus 24" in first.text and "bonus 0<" not in first.text
+    second = await client.get("/credits?page=2")
+    assert "Page 2 of 2" in second.text and 'rel="prev"' in second.text and "bonus 0" in second.text
+
+
+async def test_chinese_error_messages_keep_their_details(app_client) -> None:  # type: ignore[no-untyped-def]
+    async with app_client(signup_credits=1) as client:
+        token = await sign_up(client)
+        files = [("files", ("p.jpg", photo(), "image/jpeg"))]
+        r = await client.post(
+            "/api/tasks",
+            data={"taskType": "style_transfer"},
+            files=files,
+            headers={"X-CSRF-Token": token, "Accept-Language": "zh-CN"},
+        )
+    assert r.status_code == 402
+    assert r.json()["code"] == "insufficient_credits"
+    assert r.json()["message"] == "积分不足，需要 2 积分，当前只有 1 积分。"
