@@ -124,7 +124,9 @@ class TaskRunner:
             task.lease_expires_at = now + self.lease
             task.claim_count += 1
             task.started_at = task.started_at or now
-            task.progress = max(task.progress, 1)
+            # the claim itself records the start progress: one write transaction less between
+            # the commit that created the task and the provider starting (bench figure 2)
+            task.progress = max(task.progress, PROGRESS_START)
             task.updated_at = now
             attempt = await session.scalar(
                 select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
@@ -231,7 +233,6 @@ class TaskRunner:
             if not await self._extend(claim, progress=scaled):
                 raise LeaseLost
 
-        await self._extend(claim, progress=PROGRESS_START)
         request = ProviderRequest(
             task_id=claim.task_id,
             task_type=claim.task_type,
