@@ -122,7 +122,10 @@ class Server:
                 "DARKROOM_LOG_LEVEL": "warning",
                 "DARKROOM_SIGNUP_CREDITS": str(10**9),
                 "PORT": str(self.port),
-                "PYTHONPATH": str(ROOT),
+                # BENCH_PYTHONPATH (e.g. another revision's src/) goes first: A/B runs of the product
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (os.environ.get("BENCH_PYTHONPATH"), str(ROOT)) if p
+                ),
             }
         )
         env.update(self.env_extra)

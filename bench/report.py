@@ -121,4 +121,7 @@ def write(report: Report, path: Path, *, mode: str, seconds: float) -> None:
     if report.details:
         lines += ["", "## Details", ""]
         lines += [f"* {d}" for d in report.details]
+    findings = Path(__file__).with_name("FINDINGS.md")
+    if findings.is_file():  # the hand-written profiling notes, kept next to the numbers
+        lines += ["", findings.read_text().strip()]
     path.write_text("\n".join(lines) + "\n")
