@@ -234,6 +234,7 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
                 queue.get_nowait()
                 await _submit(client, data)
 
+        pool0 = (await client.get("/bench/write-pool")).json()
         cpu_server0, cpu_client0 = cpu_seconds(server.pid), self_cpu()
         with RssSampler(server.pid, 0.01) as rss:
             t0 = time.perf_counter()
@@ -244,7 +245,17 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
         cpu_server = cpu_seconds(server.pid) - cpu_server0
         cpu_client = self_cpu() - cpu_client0
         marks = await _marks(client)
+        pool1 = (await client.get("/bench/write-pool")).json()
     rate = n / elapsed
+    held = pool1["held_seconds"] - pool0["held_seconds"]
+    txs = pool1["checkouts"] - pool0["checkouts"]
+    pool_note = (
+        f"; the one SQLite write connection was held {held / elapsed:.0%} of the time, "
+        f"{1000 * held / max(txs, 1):.1f} ms per write transaction, {txs / n:.1f} write transactions "
+        "per task (incl. the status/list polls' none and the reaper's)"
+        if txs
+        else ""
+    )
     report.add(
         Row(
             "3",
@@ -258,7 +269,7 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
             f"{len(data)} B PNG); submit phase alone {n / t_submitted:.0f} tasks/s; server CPU "
             f"{cpu_server / elapsed:.2f} cores, load generator CPU {cpu_client / elapsed:.2f} cores "
             f"(both on the same 2 cores); {server.env_extra.get('DARKROOM_WORKERS', '2')} worker "
-            "coroutines",
+            f"coroutines{pool_note}",
         )
     )
     dispatch_row(

@@ -119,10 +119,39 @@ class TimedDispatcher:
         await self.inner.dispatch(task_ids)
 
 
+class WritePoolUse:
+    """How long the SQLite write connection is checked out (held by a write transaction)."""
+
+    def __init__(self) -> None:
+        self.held = 0.0
+        self.checkouts = 0
+        self.since: float | None = None
+
+
+def _watch_write_pool(db: Any, use: WritePoolUse) -> None:
+    if db.write_engine is db.engine:  # not SQLite (or a build without a separate write pool)
+        return
+    from sqlalchemy import event
+
+    pool = db.write_engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkout")
+    def _out(*_: Any) -> None:
+        use.checkouts += 1
+        use.since = time.perf_counter()
+
+    @event.listens_for(pool, "checkin")
+    def _in(*_: Any) -> None:
+        if use.since is not None:
+            use.held += time.perf_counter() - use.since
+            use.since = None
+
+
 def build_app(settings: Settings) -> FastAPI:
     from darkroom.app import create_app
 
     marks = Marks()
+    writes = WritePoolUse()
     app = create_app(settings, providers=[BenchProvider(marks)])
     inner = app.router.lifespan_context
 
@@ -131,6 +160,7 @@ def build_app(settings: Settings) -> FastAPI:
         async with inner(a) as state:
             ctx = a.state.ctx
             ctx.dispatcher = TimedDispatcher(ctx.dispatcher, marks)
+            _watch_write_pool(ctx.db, writes)
             yield state
 
     app.router.lifespan_context = lifespan
@@ -141,6 +171,10 @@ def build_app(settings: Settings) -> FastAPI:
         if clear:
             marks.clear()
         return out
+
+    @app.get("/bench/write-pool", include_in_schema=False)
+    async def get_write_pool() -> dict[str, float]:
+        return {"held_seconds": writes.held, "checkouts": writes.checkouts}
 
     @app.get("/bench/trivial", include_in_schema=False)
     async def trivial() -> dict[str, Any]:
@@ -157,6 +191,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from darkroom.logs import configure_logging
+
+    configure_logging(settings.log_level)
     # the same uvicorn options as `darkroom serve`
     uvicorn.run(
         build_app(settings),
