@@ -177,7 +177,8 @@ async def dispatch_latency(server: Server, token: str, sizes: Sizes, report: Rep
         "embedded (in-process queue, SQLite)",
         report,
         "one task at a time; the path after commit: asyncio.Queue.put_nowait → a waiting worker "
-        "coroutine → claim transaction → input read → progress write → run(); no sleep/poll loop on it",
+        "coroutine → claim transaction (one write; writers queue FIFO for the SQLite write "
+        "connection) → input read → run(); no sleep or poll loop on it",
     )
 
 
@@ -252,7 +253,7 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
     pool_note = (
         f"; the one SQLite write connection was held {held / elapsed:.0%} of the time, "
         f"{1000 * held / max(txs, 1):.1f} ms per write transaction, {txs / n:.1f} write transactions "
-        "per task (incl. the status/list polls' none and the reaper's)"
+        "per task"
         if txs
         else ""
     )
