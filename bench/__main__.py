@@ -14,13 +14,20 @@ from bench.model_figures import run_model_figures
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./run bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 4-5)"
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test
     parser.add_argument("--only", default="", help="comma-separated figures, e.g. 1,3,7 ('+' = extras)")
     parser.add_argument(
-        "--profile", type=Path, default=None, help="run the server under pyinstrument; its report goes here"
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the bench server under pyinstrument (text report) or, for *.prof, cProfile",
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "RESULTS.md", help="the Markdown table"
+    )
     args = parser.parse_args()
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = {"tiny": TINY, "quick": QUICK, "full": FULL}[mode]
