@@ -6,6 +6,7 @@ import resource
 import struct
 import time
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -267,3 +268,15 @@ def test_encoders_drop_an_icc_profile_of_another_colour_space() -> None:
     ):
         with Image.open(io.BytesIO(out)) as reread:
             assert "icc_profile" not in reread.info
+
+
+@pytest.mark.parametrize("save", [{}, {"progressive": True}, {"subsampling": 0, "quality": 97}])
+@pytest.mark.parametrize("cut", [0.5, 0.98])
+def test_truncated_big_jpeg_is_corrupt_at_reduced_scale(save: dict[str, Any], cut: float) -> None:
+    """JPEG uploads are checked with the inverse DCT at 1/8 scale; every entropy-coded block is
+    still decoded, so truncation anywhere (also near the end) is caught."""
+    data = encode(scene(1600, 1200), "JPEG", **save)
+    assert inspect_image(data, MAX).width == 1600
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(data[: int(len(data) * cut)], MAX)
+    assert err.value.code == "corrupt_image"

@@ -113,11 +113,16 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     """Validate an image and return its type and stored (not EXIF-rotated) size.
 
     Raises :class:`ImageRejected`. The header size check happens before any pixel is decoded;
-    then the whole image is decoded (a 12 MP JPEG takes ~40 ms, a 12 MP PNG ~0.25 s).
+    then the whole image is decoded (a JPEG at 1/8 DCT scale, see below; a 12 MP PNG takes ~0.25 s).
     """
     img, content_type = _open_header(data, max_pixels)
     with img:
         width, height = img.size
+        if content_type == JPEG:
+            # Every entropy-coded block is still read and Huffman-decoded (so truncated or
+            # broken data is caught exactly as by a full decode), but the inverse DCT runs at 1/8
+            # scale: a 12 MP check then holds ~0.6 MB of pixels instead of 36 MB, and is faster.
+            img.draft(img.mode, ((width + 7) // 8, (height + 7) // 8))
         _decode(img)
     return ImageInfo(content_type=content_type, width=width, height=height)
 
@@ -236,7 +241,8 @@ def thumbnail(data: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXEL
     _strip_info(oriented)
     oriented = ensure_8bit(oriented)
     if has_alpha(oriented):
-        oriented = oriented.convert("RGBA")
+        if oriented.mode != "RGBA":  # converting to the same mode would copy every pixel
+            oriented = oriented.convert("RGBA")
     elif oriented.mode not in ("L", "RGB"):
         oriented = oriented.convert("RGB")
     oriented.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)

@@ -150,7 +150,9 @@ class TaskRunner:
             task.lease_expires_at = now + self.lease
             task.claim_count += 1
             task.started_at = task.started_at or now
-            task.progress = max(task.progress, 1)
+            # the claim itself records the start progress: one write transaction less between
+            # the commit that created the task and the provider starting (bench figure 2)
+            task.progress = max(task.progress, PROGRESS_START)
             task.updated_at = now
             attempt = await session.scalar(
                 select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
@@ -275,7 +277,6 @@ class TaskRunner:
         mask = None
         if claim.parameters.get("mask") is True and len(inputs) > 1:
             inputs, mask = inputs[:-1], inputs[-1]
-        await self._extend(claim, progress=PROGRESS_START)
         failure = TaskFailure("provider_unavailable", "No provider could serve the task.")
         for index, provider in enumerate(chain):
             if index > 0:

@@ -6,6 +6,7 @@ that commit (``uow.after_commit``); stored inputs are deleted again if it rolls 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import string
@@ -162,7 +163,8 @@ async def create_task(
         if not upload.data:
             raise Unprocessable(f"{label} is empty.", code="empty_file")
         try:
-            infos.append(imaging.inspect_image(upload.data, settings.max_pixels))
+            # a full decode check is CPU work: keep it off the event loop
+            infos.append(await asyncio.to_thread(imaging.inspect_image, upload.data, settings.max_pixels))
         except imaging.ImageRejected as exc:
             error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
             raise error(f"{label}: {exc.message}", code=exc.code) from None

@@ -1,0 +1,52 @@
+"""How many transactions a request opens: reads share one; writes look the user up first, apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.conftest import AppFactory
+from tests.doubles import ScriptedProvider
+from tests.support import register, submit, wait_for
+
+
+def _record_begins(app: Any) -> list[str]:
+    begins: list[str] = []
+    db = app.state.ctx.db
+    for engine in {db.engine, db.write_engine}:
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def _seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("BEGIN"):
+                begins.append(statement.strip())
+
+    return begins
+
+
+async def test_a_read_request_is_one_transaction_and_a_write_keeps_its_user_lookup_apart(
+    app_client: AppFactory,
+) -> None:
+    provider = ScriptedProvider("scripted", ("color_enhancement",))
+    async with app_client(providers=[provider], reaper_interval_seconds=60) as client:
+        headers = await register(client)
+        task_id = (await submit(client, headers, "color_enhancement")).json()["data"]["id"]
+        await wait_for(client, headers, task_id)
+        begins = _record_begins(client.app)  # type: ignore[attr-defined]
+
+        r = await client.get(f"/api/tasks/{task_id}/status", headers=headers)
+        assert r.status_code == 200 and r.json()["data"]["status"] == "completed"
+        assert begins == ["BEGIN"]  # user lookup and task read in the same read transaction
+
+        begins.clear()
+        r = await client.get("/api/tasks/nope/status", headers=headers)
+        assert r.status_code == 404 and r.json()["code"] == "task_not_found"
+        r = await client.get(f"/api/tasks/{task_id}/status", headers={"Authorization": "Bearer bad"})
+        assert r.status_code == 401
+        assert begins == ["BEGIN"]  # the 404 read; a bad token never reaches the database
+
+        begins.clear()
+        r = await client.post(f"/api/tasks/{task_id}/cancel", headers=headers)
+        assert r.status_code == 409 and r.json()["code"] == "task_not_cancelable"
+        # the user is read in a read transaction of its own before the write transaction begins
+        assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
