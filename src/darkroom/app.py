@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
             ctx.dispatcher = queue
             queue.start()
             await reap(ctx, grace=0)  # everything pending: the in-process queue starts empty
-            grace = max(60.0, settings.reaper_interval_seconds * 3)
+            grace = settings.redispatch_after_seconds
             background.append(asyncio.create_task(reaper_loop(ctx, grace=grace), name="darkroom-reaper"))
         try:
             yield

@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     )
     max_claims: int = Field(5, ge=1, validation_alias=_env("DARKROOM_MAX_CLAIMS"))
 
+    # -- scale out (broker, metrics) ---------------------------------------------------------
+    broker_url: str | None = Field(None, validation_alias=_env("DARKROOM_BROKER_URL"))
+    broker_queue: str = Field("darkroom", min_length=1, validation_alias=_env("DARKROOM_BROKER_QUEUE"))
+    redispatch_after_seconds: float = Field(
+        60, gt=0, validation_alias=_env("DARKROOM_REDISPATCH_AFTER_SECONDS")
+    )
+    task_time_limit_seconds: int = Field(
+        3600, ge=10, validation_alias=_env("DARKROOM_TASK_TIME_LIMIT_SECONDS")
+    )
+    upload_url_ttl: int = Field(900, ge=10, le=86400, validation_alias=_env("DARKROOM_UPLOAD_URL_TTL"))
+    metrics_enabled: bool = Field(True, validation_alias=_env("DARKROOM_METRICS"))
+
     @field_validator("jwt_expires_in", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:

@@ -4,7 +4,10 @@
   in-process queue picked them up; at start-up every pending task);
 * processing tasks whose lease expired (their worker died or stalled).
 
-Claims are conditional, so a task dispatched twice still runs once.
+Claims are conditional, so a task dispatched twice still runs once. At scale every worker process
+runs a reaper; on PostgreSQL the batch is selected ``FOR UPDATE SKIP LOCKED``, so two reapers
+never pick the same rows at once (and rows a worker is claiming right now are skipped), and the
+``dispatched_at`` they stamp keeps the next pass off them for ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ async def reap(ctx: AppContext, *, grace: float, limit: int = 500) -> list[str]:
                 )
                 .order_by(Task.created_at)
                 .limit(limit)
+                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers anyway
             )
         )
         if ids:
