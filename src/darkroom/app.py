@@ -123,7 +123,13 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
         app.state.ctx = ctx
         queue: InProcessQueue | None = None
         background: list[asyncio.Task[None]] = []
-        if settings.run_workers:
+        transport = None
+        if settings.broker_url:  # scaled: `darkroom worker` processes run the tasks (queue/broker.py)
+            from darkroom.queue.broker import DramatiqTransport
+
+            transport = DramatiqTransport(settings)
+            ctx.dispatcher = transport
+        elif settings.run_workers:
             worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
             runner = TaskRunner(ctx, worker_id)
             queue = InProcessQueue(runner.run, settings.worker_concurrency)
@@ -140,6 +146,8 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
             await asyncio.gather(*background, return_exceptions=True)
             if queue is not None:
                 await queue.stop()
+            if transport is not None:
+                await asyncio.to_thread(transport.close)
             if providers is None:
                 await ctx.registry.aclose()
             await ctx.db.dispose()
