@@ -15,6 +15,7 @@ from darkroom.config import Settings
 from darkroom.providers.base import Provider
 from darkroom.providers.local import LocalProvider
 from tests import database
+from tests.seaweed import seaweedfs  # noqa: F401 - a session fixture (real S3 server)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

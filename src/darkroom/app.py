@@ -32,11 +32,13 @@ from darkroom.providers.local import LocalProvider
 from darkroom.providers.registry import ProviderRegistry
 from darkroom.queue.inprocess import InProcessQueue
 from darkroom.queue.reaper import reap, reaper_loop
+from darkroom.storage.base import Storage
 from darkroom.storage.endpoints import router as files_router
 from darkroom.storage.local import LocalStorage
 from darkroom.storage.signing import UrlSigner
 from darkroom.tasks.endpoints import router as tasks_router
 from darkroom.tasks.jobs import TaskRunner
+from darkroom.uploads.endpoints import router as uploads_router
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,19 @@ _HTTP_CODES = {
 }
 
 
+def build_storage(settings: Settings) -> Storage:
+    if settings.storage_provider in ("s3", "r2"):
+        from darkroom.storage.s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.data_dir / "files", UrlSigner(settings.secret_key))
+
+
 def build_context(settings: Settings, providers: Sequence[Provider] | None = None) -> AppContext:
     """``providers`` replaces the configured ones (tests register their doubles this way)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    if settings.storage_provider != "local":
-        raise RuntimeError(
-            f"STORAGE_PROVIDER={settings.storage_provider} is not available in this version; use 'local'."
-        )
-    storage = LocalStorage(settings.data_dir / "files", UrlSigner(settings.secret_key))
+    storage = build_storage(settings)
     if providers is None:
         providers = [LocalProvider(max_workers=settings.model_processes, onnx_threads=settings.onnx_threads)]
     registry = ProviderRegistry(providers, default=settings.default_ai_provider)
@@ -165,4 +171,5 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
 
     for router in (health_router, auth_router, tasks_router, credits_router, files_router):
         app.include_router(router)
+    app.include_router(uploads_router)
     return app
