@@ -112,10 +112,10 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         "admin.port.grpc": p[11],
     }
     args = [f"-{name}={port}" for name, port in ports.items()]
+    args += ["-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}"]
     log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [_weed_binary(), "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-        + ["-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}", *args],
+        [_weed_binary(), "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
