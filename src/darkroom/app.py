@@ -172,4 +172,9 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
     for router in (health_router, auth_router, tasks_router, credits_router, files_router):
         app.include_router(router)
     app.include_router(uploads_router)
+    if settings.metrics_enabled:
+        from darkroom import metrics
+
+        app.include_router(metrics.router)
+        app.add_middleware(metrics.HttpMetrics)
     return app

@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     )
     upload_url_ttl: int = Field(900, ge=10, le=86400, validation_alias=_env("DARKROOM_UPLOAD_URL_TTL"))
     metrics_enabled: bool = Field(True, validation_alias=_env("DARKROOM_METRICS"))
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("DARKROOM_METRICS_PORT"))
 
     @field_validator("jwt_expires_in", mode="before")
     @classmethod

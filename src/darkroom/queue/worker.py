@@ -100,6 +100,12 @@ class WorkerProcess:
             worker = dramatiq.Worker(self.transport.broker, worker_threads=self.concurrency)
             worker.queue_prefetch = self.concurrency  # see queue/broker.py: no hoarding
             worker.start()
+            if self.settings.metrics_port:  # this process's histograms (see darkroom/metrics.py)
+                from prometheus_client import start_http_server
+
+                from darkroom.metrics import REGISTRY
+
+                start_http_server(self.settings.metrics_port, addr=self.settings.host, registry=REGISTRY)
             log.info(
                 "worker started",
                 extra={"worker_id": self.worker_id, "concurrency": self.concurrency},

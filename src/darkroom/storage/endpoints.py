@@ -83,7 +83,7 @@ async def put_file(
     if len(body) != size:
         raise Forbidden(
             f"This URL accepts exactly {size} bytes; {'more' if len(body) > size else len(body)} were sent.",
-            code="upload_size_mismatch",
+            code="upload_length_mismatch",
         )
     await storage.put(key, bytes(body), content_type)
     return Response(status_code=200)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom import imaging
+from darkroom import imaging, metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
 from darkroom.models import Task, TaskAttempt, TaskFile, TaskStatus
@@ -76,6 +76,7 @@ class TaskRunner:
         if claim is None:
             return
         log.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempt})
+        claimed_at = time.perf_counter()
         work = asyncio.create_task(self._work(claim))
         renewer = asyncio.create_task(self._renew(claim, work))
         try:
@@ -96,6 +97,9 @@ class TaskRunner:
             await self._finish_failed(claim, outcome)
         else:
             await self._finish_completed(claim, outcome)
+        metrics.TASK_DURATION.labels(
+            claim.task_type, "failed" if isinstance(outcome, TaskFailure) else "completed"
+        ).observe(time.perf_counter() - claimed_at)
 
     # -- claim / lease ------------------------------------------------------------------------
 
@@ -239,15 +243,24 @@ class TaskRunner:
             parameters=claim.parameters,
             prompt=claim.prompt,
         )
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await provider.run(request, progress)
+            result = await provider.run(request, progress)
+            outcome = "ok"
+            return result
         except LeaseLost:
+            outcome = "canceled"
             raise asyncio.CancelledError from None
         except ProviderError as exc:
             return TaskFailure(exc.code, exc.message)
         except Exception as exc:
             log.exception("provider crashed", extra={"task_id": claim.task_id})
             return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
+        finally:
+            metrics.PROVIDER_LATENCY.labels(claim.provider, claim.task_type, outcome).observe(
+                time.perf_counter() - started
+            )
 
     # -- finishing ----------------------------------------------------------------------------
 
