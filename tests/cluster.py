@@ -207,3 +207,72 @@ def assert_charged_once(client: httpx.Client, headers: dict[str, str], tasks: li
         kinds = sorted(t["type"] for t in ledger["transactions"] if t["taskId"] == task["id"])
         assert kinds == ["capture", "reserve"], (task["taskNo"], kinds)
     assert ledger["balance"] == sum(t["amount"] for t in ledger["transactions"])
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb + pg_ctl) on a free port in a temporary directory,
+    so a test can stop and start it; never the shared server. As root, it runs as user postgres
+    (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL server binaries are missing (apt-get install postgresql)")
+        self.bin = Path(bins[-1]).parent
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="darkroom-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/darkroom"
+
+    def _run(self, *args: str) -> None:
+        r = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {r.stdout}\n{r.stderr}")
+
+    def init(self) -> PrivatePostgres:
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self.start()
+        from tests.database import create_database
+
+        base = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        created = create_database(base=base, prefix="darkroom")
+        self.url = created
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)

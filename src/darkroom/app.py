@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -108,6 +109,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
+        return _error(503, "service_unavailable", "The database is unavailable; try again shortly.")
+
+    # Connecting to PostgreSQL fails below SQLAlchemy's wrapping (refused, starting up, shutting
+    # down): the database is away all the same.
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(asyncpg.exceptions.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.exceptions.InterfaceError)
+    async def _database_connect(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unreachable: %s", exc)
         return _error(503, "service_unavailable", "The database is unavailable; try again shortly.")
 
     @app.exception_handler(Exception)

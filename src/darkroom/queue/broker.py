@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
 
 from darkroom.config import Settings
 
@@ -52,12 +54,45 @@ class UnsupportedBrokerUrl(ValueError):
     pass
 
 
+_current = threading.local()
+
+
+class TaskIdLogging(Middleware):
+    """Remembers which task the current Dramatiq worker thread handles, so Dramatiq's own log
+    lines about a message ("Failed to process message …") carry ``task_id`` like ours do."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        _current.task_id = message.args[0] if message.args else None
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        _current.task_id = None
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        _current.task_id = None
+
+
+class TaskIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        task_id = getattr(_current, "task_id", None)
+        if task_id is not None and not hasattr(record, "task_id"):
+            record.task_id = task_id
+        return True
+
+
 def make_broker(settings: Settings) -> dramatiq.Broker:
     url = settings.broker_url or ""
     middleware: list[dramatiq.Middleware] = [
         TimeLimit(time_limit=settings.task_time_limit_seconds * 1000),
         ShutdownNotifications(),
         Retries(max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
+        TaskIdLogging(),
     ]
     broker: dramatiq.Broker
     if url.startswith(("redis://", "rediss://", "unix://")):

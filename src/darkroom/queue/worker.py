@@ -28,7 +28,7 @@ from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from darkroom import migrate
 from darkroom.config import Settings
 from darkroom.context import AppContext
-from darkroom.queue.broker import DramatiqTransport
+from darkroom.queue.broker import DramatiqTransport, TaskIdFilter
 from darkroom.queue.reaper import reaper_loop
 from darkroom.tasks.jobs import TaskRunner
 
@@ -137,4 +137,6 @@ def run_worker(settings: Settings, concurrency: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TaskIdFilter())
     WorkerProcess(settings, concurrency).run(stop)

@@ -232,7 +232,14 @@ class TaskRunner:
             if scaled <= last_value or now - last_write < PROGRESS_MIN_INTERVAL:
                 return
             last_write, last_value = now, scaled
-            if not await self._extend(claim, progress=scaled):
+            try:
+                held = await self._extend(claim, progress=scaled)
+            except Exception:  # the database is away for a moment: keep working, the lease decides
+                log.warning(
+                    "progress write failed; continuing", exc_info=True, extra={"task_id": claim.task_id}
+                )
+                return
+            if not held:
                 raise LeaseLost
 
         await self._extend(claim, progress=PROGRESS_START)
