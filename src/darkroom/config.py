@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         60, gt=0, validation_alias=_env("DARKROOM_REDISPATCH_AFTER_SECONDS")
     )
     task_time_limit_seconds: int = Field(
-        3600, ge=10, validation_alias=_env("DARKROOM_TASK_TIME_LIMIT_SECONDS")
+        1200, ge=10, validation_alias=_env("DARKROOM_TASK_TIME_LIMIT_SECONDS")
     )
     upload_url_ttl: int = Field(900, ge=10, le=86400, validation_alias=_env("DARKROOM_UPLOAD_URL_TTL"))
     metrics_enabled: bool = Field(True, validation_alias=_env("DARKROOM_METRICS"))
