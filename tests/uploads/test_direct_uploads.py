@@ -58,7 +58,7 @@ async def _create(client: httpx.AsyncClient, headers: dict[str, str], *upload_id
     return await client.post("/api/tasks", headers=headers, data=data)
 
 
-async def _exists(client: httpx.AsyncClient, upload: dict[str, Any]) -> bool:
+async def _key(client: httpx.AsyncClient, upload: dict[str, Any]) -> str:
     ctx = client.app.state.ctx  # type: ignore[attr-defined]
     from sqlalchemy import select
 
@@ -66,7 +66,13 @@ async def _exists(client: httpx.AsyncClient, upload: dict[str, Any]) -> bool:
 
     async with ctx.db.transaction(write=False) as session:
         key = await session.scalar(select(Upload.storage_key).where(Upload.id == upload["uploadId"]))
-    return bool(await ctx.storage.exists(key))
+    assert key is not None
+    return str(key)
+
+
+async def _exists(client: httpx.AsyncClient, upload: dict[str, Any]) -> bool:
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    return bool(await ctx.storage.exists(await _key(client, upload)))
 
 
 async def _balance(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
@@ -161,4 +167,26 @@ async def test_asking_for_uploads_is_validated(client: httpx.AsyncClient) -> Non
     r = await client.post("/api/uploads", json={"files": [{"contentType": "image/jpeg", "size": 5}]})
     assert r.status_code == 401
     r = await _create(client, headers, "no-such-upload")
+    assert r.status_code == 404 and r.json()["code"] == "upload_not_found"
+
+
+async def test_unused_uploads_are_swept(client: httpx.AsyncClient) -> None:
+    from datetime import timedelta
+
+    from darkroom.uploads.service import sweep_unused
+
+    headers = await register(client)
+    image = photo(32, 32)
+    unused, used = await _ask(
+        client, headers, ("a.jpg", "image/jpeg", len(image)), ("b.jpg", "image/jpeg", len(image))
+    )
+    for upload in (unused, used):
+        assert (await _put(client, upload, image)).status_code == 200
+    assert (await _create(client, headers, used["uploadId"])).status_code == 201
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    key = await _key(client, unused)
+    assert await sweep_unused(ctx) == 0  # not expired yet
+    assert await sweep_unused(ctx, keep=timedelta(seconds=-3600)) == 1
+    assert not await ctx.storage.exists(key)
+    r = await _create(client, headers, unused["uploadId"])
     assert r.status_code == 404 and r.json()["code"] == "upload_not_found"

@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 
 from darkroom.context import AppContext
 from darkroom.models import Task, TaskStatus
+from darkroom.uploads.service import sweep_unused
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ async def reaper_loop(ctx: AppContext, *, grace: float) -> None:
         await asyncio.sleep(ctx.settings.reaper_interval_seconds)
         try:
             await reap(ctx, grace=grace)
+            await sweep_unused(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -177,3 +177,25 @@ async def mark_used(ctx: AppContext, session: AsyncSession, uploads: Sequence[Up
                 await ctx.storage.delete(key)
 
     after_commit(session, delete_objects)
+
+
+UNUSED_UPLOAD_KEEP = timedelta(hours=24)
+
+
+async def sweep_unused(ctx: AppContext, *, keep: timedelta = UNUSED_UPLOAD_KEEP, limit: int = 200) -> int:
+    """Delete uploads nobody used, ``keep`` after their URL expired: the object, then the row.
+    Runs with the reaper; on PostgreSQL ``SKIP LOCKED`` keeps concurrent sweepers apart."""
+    cutoff = datetime.now(UTC) - keep
+    async with ctx.db.transaction() as session:
+        rows = list(
+            await session.scalars(
+                select(Upload)
+                .where(Upload.status == "pending", Upload.expires_at < cutoff)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for row in rows:
+            await ctx.storage.delete(row.storage_key)  # idempotent; a failure keeps the row for next time
+            await session.delete(row)
+    return len(rows)
