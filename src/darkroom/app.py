@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
 
             transport = DramatiqTransport(settings)
             ctx.dispatcher = transport
+            log.info("tasks go to the broker; `darkroom worker` processes run them (no workers here)")
         elif settings.run_workers:
             worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
             runner = TaskRunner(ctx, worker_id)

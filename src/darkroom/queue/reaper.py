@@ -51,7 +51,7 @@ async def reap(ctx: AppContext, *, grace: float, limit: int = 500) -> list[str]:
         if ids:
             await session.execute(update(Task).where(Task.id.in_(ids)).values(dispatched_at=now))
     if ids:
-        log.info("re-dispatching %d task(s)", len(ids))
+        log.info("re-dispatching %d task(s)", len(ids), extra={"task_ids": ids})
         await ctx.dispatcher.dispatch(ids)
     return ids
 
