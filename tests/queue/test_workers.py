@@ -34,6 +34,8 @@ from tests.support import photo
 
 pytestmark = pytest.mark.slow
 
+BURST = 16
+
 
 class Cluster:
     def __init__(self, tmp_path: Path) -> None:
@@ -94,7 +96,7 @@ def test_worker_killed_mid_task_another_worker_finishes_it_once(
     big = photo(2400, 1800, quality=90)
     with httpx.Client(base_url=api.url, timeout=30) as client:
         headers = register(client, f"kill-{broker}@example.com")
-        ids = [create(client, headers, "style_transfer", big) for _ in range(3)]
+        ids = [create(client, headers, "style_transfer", big) for _ in range(2)]  # one per worker
         # Find a task a worker is busy with (the model is at work), and kill that worker.
         deadline = time.monotonic() + 120
         while True:
@@ -113,7 +115,7 @@ def test_worker_killed_mid_task_another_worker_finishes_it_once(
         survivor = next(w for w in workers if w is not victim)
 
         tasks = wait_all(client, headers, ids, 240, cluster.procs)
-        assert [t["status"] for t in tasks] == ["completed"] * 3, [
+        assert [t["status"] for t in tasks] == ["completed"] * 2, [
             (t["errorCode"], t["errorMessage"]) for t in tasks
         ]
         assert_charged_once(client, headers, tasks)
@@ -177,7 +179,7 @@ def test_two_apis_two_workers_burst_every_task_completes_exactly_once(
             return (i // 2) % 2, create(client, headers, task_types[i % 2], image)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        submitted = list(pool.map(submit, range(24)))
+        submitted = list(pool.map(submit, range(BURST)))
     with httpx.Client(base_url=apis[0].url, timeout=30) as client:
         for user, headers in enumerate(users):
             ids = [task_id for owner, task_id in submitted if owner == user]
@@ -188,11 +190,11 @@ def test_two_apis_two_workers_burst_every_task_completes_exactly_once(
     outputs = execute(
         env.get("DATABASE_URL"), tmp_path, "SELECT count(*) FROM task_files WHERE role = 'output'"
     )
-    assert outputs[0][0] == 24  # one output each: no task ran to completion twice
+    assert outputs[0][0] == BURST  # one output each: no task ran to completion twice
     owners = execute(
         env.get("DATABASE_URL"), tmp_path, "SELECT count(*) FROM ai_tasks WHERE status = 'completed'"
     )
-    assert owners[0][0] == 24
+    assert owners[0][0] == BURST
     report = darkroom("doctor", env=env)
     assert report.returncode == 0, report.stdout + report.stderr
     assert os.path.exists(tmp_path / "files")
