@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://")):
+            raise ValueError("DARKROOM_BROKER_URL must start with redis:// or amqp://")
+        return value
+
     @field_validator("task_prices", mode="before")
     @classmethod
     def _prices(cls, value: Any) -> Any:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from darkroom.deps import Context, CurrentUser, Session
 from darkroom.errors import PayloadTooLarge
+from darkroom.models import Upload as UploadRow
 from darkroom.providers.registry import KNOWN_TASK_TYPES
 from darkroom.schemas import Envelope, PageEnvelope, Pagination, ok
 from darkroom.tasks import service
@@ -47,7 +48,7 @@ async def create_task(
             )
         data = await upload.read(limit + 1)
         uploads.append(service.Upload(name=upload.filename, data=data))
-    direct: list[Any] = []
+    direct: list[UploadRow] = []
     if upload_ids:  # direct uploads (uploads/service.py): checked, then stored like the files above
         ids = [part for value in upload_ids for part in value.split(",")]
         taken, direct = await uploads_service.take(ctx, session, user, ids)
