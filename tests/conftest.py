@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ from darkroom.app import create_app
 from darkroom.config import Settings
 from darkroom.providers.base import Provider
 from darkroom.providers.local import LocalProvider
+from tests import database
+from tests.seaweed import seaweedfs  # noqa: F401 - a session fixture (real S3 server)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -63,3 +65,35 @@ def app_client(tmp_path: Path, local_provider: LocalProvider) -> AppFactory:
 async def client(app_client: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client() as c:
         yield c
+
+
+# -- which database (DARKROOM_TEST_DATABASE=postgres runs everything on PostgreSQL) --------------
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """On PostgreSQL: one migrated template database per run, copied for each test."""
+    if not database.ON_POSTGRES:
+        yield None
+        return
+    from darkroom import migrate
+
+    url = database.create_database(prefix="darkroom_tpl")
+    migrate.upgrade(url)
+    yield url.rsplit("/", 1)[1]
+    database.drop_database(url)
+
+
+@pytest.fixture(autouse=True)
+def test_database(pg_template: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """Each test's own database: a fresh PostgreSQL copy of the template, exported as DATABASE_URL
+    (Settings, CLI subprocesses and servers started by tests all read it); SQLite: None, each
+    test's data dir holds its own file."""
+    if pg_template is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        yield None
+        return
+    url = database.create_database(template=pg_template)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    database.drop_database(url)

@@ -29,6 +29,8 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "DARKROOM_LOG_LEVEL": "warning",
         }
     )
+    if os.environ.get("DATABASE_URL"):  # the test's own PostgreSQL database (tests/database.py)
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     env.update(extra)
     return env
 

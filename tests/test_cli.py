@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.database import execute
 from tests.server import darkroom, server_env
 
 pytestmark = pytest.mark.slow
@@ -43,19 +44,18 @@ def test_users_credits_and_doctor(tmp_path: Path) -> None:
     assert json.loads(r.stdout) == {"balanceMismatches": [], "stuckTasks": []}
 
     # Break the invariant behind the ledger's back: doctor must notice.
-    import sqlite3
-
-    with sqlite3.connect(tmp_path / "darkroom.db") as db:
-        db.execute("UPDATE user_credits SET credits = credits + 1")
+    execute(env.get("DATABASE_URL"), tmp_path, "UPDATE user_credits SET credits = credits + 1")
     r = darkroom("doctor", env=env)
     assert r.returncode == 1
     assert "admin@example.com: balance 76 != ledger sum 75" in r.stdout
 
 
 def test_migrate_command(tmp_path: Path) -> None:
-    r = darkroom("migrate", env=server_env(tmp_path))
+    env = server_env(tmp_path)
+    r = darkroom("migrate", env=env)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "darkroom.db").exists()
+    rows = execute(env.get("DATABASE_URL"), tmp_path, "SELECT version_num FROM alembic_version")
+    assert len(rows) == 1
 
 
 def test_production_refuses_placeholder_secret(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,11 +36,13 @@ from darkroom.providers.local import LocalProvider
 from darkroom.providers.registry import ProviderRegistry
 from darkroom.queue.inprocess import InProcessQueue
 from darkroom.queue.reaper import reap, reaper_loop
+from darkroom.storage.base import Storage
 from darkroom.storage.endpoints import router as files_router
 from darkroom.storage.local import LocalStorage
 from darkroom.storage.signing import UrlSigner
 from darkroom.tasks.endpoints import router as tasks_router
 from darkroom.tasks.jobs import TaskRunner
+from darkroom.uploads.endpoints import router as uploads_router
 from darkroom.web import i18n
 from darkroom.web.mount import mount_web
 
@@ -57,15 +60,19 @@ _HTTP_CODES = {
 }
 
 
+def build_storage(settings: Settings) -> Storage:
+    if settings.storage_provider in ("s3", "r2"):
+        from darkroom.storage.s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.data_dir / "files", UrlSigner(settings.secret_key))
+
+
 def build_context(settings: Settings, providers: Sequence[Provider] | None = None) -> AppContext:
     """``providers`` replaces the configured ones (tests register their doubles this way)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    if settings.storage_provider != "local":
-        raise RuntimeError(
-            f"STORAGE_PROVIDER={settings.storage_provider} is not available in this version; use 'local'."
-        )
-    storage = LocalStorage(settings.data_dir / "files", UrlSigner(settings.secret_key))
+    storage = build_storage(settings)
     if providers is None:
         providers = [
             LocalProvider(max_workers=settings.model_processes, onnx_threads=settings.onnx_threads),
@@ -120,6 +127,16 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc)
         return _error(503, "service_unavailable", "The database is unavailable; try again shortly.")
 
+    # Connecting to PostgreSQL fails below SQLAlchemy's wrapping (refused, starting up, shutting
+    # down): the database is away all the same.
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(asyncpg.exceptions.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.exceptions.InterfaceError)
+    async def _database_connect(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unreachable: %s", exc)
+        return _error(503, "service_unavailable", "The database is unavailable; try again shortly.")
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -140,14 +157,21 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
         ctx.db.session_info["event_hub"] = ctx.events  # after-commit hooks wake local streams
         queue: InProcessQueue | None = None
         background: list[asyncio.Task[None]] = []
-        if settings.run_workers:
+        transport = None
+        if settings.broker_url:  # scaled: `darkroom worker` processes run the tasks (queue/broker.py)
+            from darkroom.queue.broker import DramatiqTransport
+
+            transport = DramatiqTransport(settings)
+            ctx.dispatcher = transport
+            log.info("tasks go to the broker; `darkroom worker` processes run them (no workers here)")
+        elif settings.run_workers:
             worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
             runner = TaskRunner(ctx, worker_id)
             queue = InProcessQueue(runner.run, settings.worker_concurrency)
             ctx.dispatcher = queue
             queue.start()
             await reap(ctx, grace=0)  # everything pending: the in-process queue starts empty
-            grace = max(60.0, settings.reaper_interval_seconds * 3)
+            grace = settings.redispatch_after_seconds
             background.append(asyncio.create_task(reaper_loop(ctx, grace=grace), name="darkroom-reaper"))
         if settings.events_poll_seconds > 0:  # changes committed by workers in other processes
             background.append(
@@ -163,6 +187,8 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
             await asyncio.gather(*background, return_exceptions=True)
             if queue is not None:
                 await queue.stop()
+            if transport is not None:
+                await asyncio.to_thread(transport.close)
             if providers is None:
                 await ctx.registry.aclose()
             await ctx.db.dispose()
@@ -182,5 +208,11 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
     for router in (health_router, auth_router, tasks_router, credits_router, files_router):
         app.include_router(router)
     app.include_router(provider_webhooks_router)
+    app.include_router(uploads_router)
+    if settings.metrics_enabled:
+        from darkroom import metrics
+
+        app.include_router(metrics.router)
+        app.add_middleware(metrics.HttpMetrics)
     mount_web(app)
     return app

@@ -58,7 +58,8 @@ def main() -> None:
 def serve(
     host: str | None, port: int | None, run_workers: bool | None, worker_concurrency: int | None
 ) -> None:
-    """Start the API and (by default) the task workers in one process."""
+    """Start the API and (by default) the task workers in one process. With DARKROOM_BROKER_URL set,
+    only the API: tasks go through the broker to `darkroom worker` processes."""
     import uvicorn
 
     from darkroom.app import create_app
@@ -80,6 +81,27 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Tasks run at once by this process (env DARKROOM_WORKERS).",
+)
+def worker(concurrency: int | None) -> None:
+    """Run tasks sent through DARKROOM_BROKER_URL (Dramatiq on Redis or RabbitMQ); no HTTP.
+
+    Start as many as you like, on any machine that reaches the database, the broker and the storage.
+    """
+    from darkroom.logs import configure_logging
+    from darkroom.queue.worker import run_worker
+
+    settings = _settings(worker_concurrency=concurrency)
+    if not settings.broker_url:
+        raise click.ClickException("set DARKROOM_BROKER_URL (redis://… or amqp://…) to run workers")
+    configure_logging(settings.log_level)
+    run_worker(settings, settings.worker_concurrency)
 
 
 @main.command("migrate")

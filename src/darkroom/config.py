@@ -184,11 +184,30 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(1.0, ge=0, validation_alias=_env("DARKROOM_EVENTS_POLL_SECONDS"))
     default_locale: Literal["en", "zh-CN"] = Field("en", validation_alias=_env("DARKROOM_DEFAULT_LOCALE"))
     secure_cookies: bool | None = Field(None, validation_alias=_env("DARKROOM_SECURE_COOKIES"))
+    # -- scale out (broker, metrics) ---------------------------------------------------------
+    broker_url: str | None = Field(None, validation_alias=_env("DARKROOM_BROKER_URL"))
+    broker_queue: str = Field("darkroom", min_length=1, validation_alias=_env("DARKROOM_BROKER_QUEUE"))
+    redispatch_after_seconds: float = Field(
+        60, gt=0, validation_alias=_env("DARKROOM_REDISPATCH_AFTER_SECONDS")
+    )
+    task_time_limit_seconds: int = Field(
+        1200, ge=10, validation_alias=_env("DARKROOM_TASK_TIME_LIMIT_SECONDS")
+    )
+    upload_url_ttl: int = Field(900, ge=10, le=86400, validation_alias=_env("DARKROOM_UPLOAD_URL_TTL"))
+    metrics_enabled: bool = Field(True, validation_alias=_env("DARKROOM_METRICS"))
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("DARKROOM_METRICS_PORT"))
 
     @field_validator("jwt_expires_in", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://")):
+            raise ValueError("DARKROOM_BROKER_URL must start with redis:// or amqp://")
+        return value
 
     @field_validator("task_prices", mode="before")
     @classmethod

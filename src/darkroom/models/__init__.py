@@ -6,6 +6,7 @@ from darkroom.models.task import ACTIVE_STATUSES, FINAL_STATUSES, Task, TaskStat
 from darkroom.models.task_attempt import TaskAttempt
 from darkroom.models.task_event import TaskEvent
 from darkroom.models.task_file import TaskFile
+from darkroom.models.upload import Upload
 from darkroom.models.user import User
 from darkroom.models.user_credits import UserCredits
 
@@ -19,6 +20,7 @@ __all__ = [
     "TaskEvent",
     "TaskFile",
     "TaskStatus",
+    "Upload",
     "User",
     "UserCredits",
 ]

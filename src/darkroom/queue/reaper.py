@@ -4,7 +4,10 @@
   in-process queue picked them up; at start-up every pending task);
 * processing tasks whose lease expired (their worker died or stalled).
 
-Claims are conditional, so a task dispatched twice still runs once.
+Claims are conditional, so a task dispatched twice still runs once. At scale every worker process
+runs a reaper; on PostgreSQL the batch is selected ``FOR UPDATE SKIP LOCKED``, so two reapers
+never pick the same rows at once (and rows a worker is claiming right now are skipped), and the
+``dispatched_at`` they stamp keeps the next pass off them for ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 
 from darkroom.context import AppContext
 from darkroom.models import Task, TaskStatus
+from darkroom.uploads.service import sweep_unused
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,13 @@ async def reap(ctx: AppContext, *, grace: float, limit: int = 500) -> list[str]:
                 )
                 .order_by(Task.created_at)
                 .limit(limit)
+                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers anyway
             )
         )
         if ids:
             await session.execute(update(Task).where(Task.id.in_(ids)).values(dispatched_at=now))
     if ids:
-        log.info("re-dispatching %d task(s)", len(ids))
+        log.info("re-dispatching %d task(s)", len(ids), extra={"task_ids": ids})
         await ctx.dispatcher.dispatch(ids)
     return ids
 
@@ -56,6 +61,7 @@ async def reaper_loop(ctx: AppContext, *, grace: float) -> None:
         await asyncio.sleep(ctx.settings.reaper_interval_seconds)
         try:
             await reap(ctx, grace=grace)
+            await sweep_unused(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,1 +1,1 @@
-"""File storage: one interface (``base``), local disk now, S3-compatible later."""
+"""File storage: one interface (``base``), local disk (``local``) and S3-compatible (``s3``)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -9,6 +10,21 @@ class StorageError(Exception):
 
 class ObjectNotFound(StorageError):
     pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class PresignedPut:
+    """Where and how a client uploads one object directly: ``PUT url`` with exactly these headers
+    and the announced number of bytes (the signature covers content type and length)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Storage(Protocol):
@@ -26,6 +42,14 @@ class Storage(Protocol):
 
     def url(self, key: str, *, expires_in: int, download_name: str | None = None) -> str:
         """A URL the holder can GET until it expires (signed; never a public guessable path)."""
+        ...
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size and stored content type, or None when the object does not exist."""
+        ...
+
+    def presign_put(self, key: str, *, content_type: str, size: int, expires_in: int) -> PresignedPut:
+        """A URL the holder can PUT exactly ``size`` bytes of ``content_type`` to, until it expires."""
         ...
 
     async def check(self) -> None:

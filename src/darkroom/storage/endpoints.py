@@ -3,13 +3,13 @@ from __future__ import annotations
 import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response
 
 from darkroom.deps import Context
-from darkroom.errors import NotFound
-from darkroom.storage.keys import clean_name
-from darkroom.storage.local import LocalStorage
+from darkroom.errors import Forbidden, NotFound
+from darkroom.storage.keys import EXTENSIONS, clean_name
+from darkroom.storage.local import LocalStorage, upload_claim
 
 router = APIRouter(tags=["files"])
 
@@ -41,3 +41,49 @@ async def get_file(
         name = f"{clean_name(stem or download)}.{clean_name(ext) if stem else path.suffix.lstrip('.')}"
         return FileResponse(path, media_type=media_type, headers=headers, filename=name)
     return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.put(
+    "/files/{key:path}",
+    status_code=200,
+    response_class=Response,
+    responses={403: {"description": "Bad or expired upload URL, or not what it was signed for"}},
+)
+async def put_file(
+    key: str,
+    request: Request,
+    ctx: Context,
+    expires: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=128)],
+    content_type: Annotated[str, Query(alias="contentType", max_length=64)],
+    size: Annotated[int, Query(gt=0)],
+) -> Response:
+    """A direct upload with local storage: the URL from ``POST /api/uploads``, like a presigned S3
+    PUT. The signature covers the key, the content type and the exact length."""
+    storage = ctx.storage
+    if (
+        not isinstance(storage, LocalStorage)
+        or content_type not in EXTENSIONS
+        or not storage.signer.verify(upload_claim(key, content_type, size), expires, sig)
+    ):
+        raise Forbidden(
+            "This upload URL is invalid or has expired; ask for a new one.", code="upload_url_invalid"
+        )
+    sent_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if sent_type != content_type:
+        raise Forbidden(
+            f"This URL accepts Content-Type {content_type} only, not {sent_type or 'none'}.",
+            code="upload_content_type_mismatch",
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > size:
+            break
+    if len(body) != size:
+        raise Forbidden(
+            f"This URL accepts exactly {size} bytes; {'more' if len(body) > size else len(body)} were sent.",
+            code="upload_length_mismatch",
+        )
+    await storage.put(key, bytes(body), content_type)
+    return Response(status_code=200)

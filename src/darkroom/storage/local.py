@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 import secrets
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from darkroom.storage.base import ObjectNotFound, StorageError
+from darkroom.storage.base import ObjectInfo, ObjectNotFound, PresignedPut, StorageError
 from darkroom.storage.keys import is_valid_key
 from darkroom.storage.signing import UrlSigner
+
+
+def upload_claim(key: str, content_type: str, size: int) -> str:
+    """What a direct-upload signature covers. Keys never contain a newline, so a PUT signature
+    can never pass as the signature of a GET link for the same key."""
+    return f"PUT\n{key}\n{content_type}\n{size}"
 
 
 class LocalStorage:
@@ -65,6 +72,22 @@ class LocalStorage:
         if download_name:
             query["download"] = download_name
         return f"{self.url_prefix}/{quote(key)}?{urlencode(query)}"
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        path = self.path_of(key)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(size=size, content_type=mimetypes.guess_type(path.name)[0])
+
+    def presign_put(self, key: str, *, content_type: str, size: int, expires_in: int) -> PresignedPut:
+        """A signed PUT to our own endpoint (storage/endpoints.py), bound to type and length."""
+        expires, sig = self.signer.sign(upload_claim(key, content_type, size), expires_in)
+        query = {"expires": str(expires), "sig": sig, "contentType": content_type, "size": str(size)}
+        return PresignedPut(
+            url=f"{self.url_prefix}/{quote(key)}?{urlencode(query)}", headers={"Content-Type": content_type}
+        )
 
     async def check(self) -> None:
         def probe() -> None:

@@ -6,11 +6,13 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from darkroom.deps import Context, CurrentUser, Session
 from darkroom.errors import PayloadTooLarge
+from darkroom.models import Upload as UploadRow
 from darkroom.providers.registry import KNOWN_TASK_TYPES
 from darkroom.schemas import Envelope, PageEnvelope, Pagination, ok
 from darkroom.tasks import service
 from darkroom.tasks.presenter import present, present_status
 from darkroom.tasks.schemas import ParameterRead, TaskRead, TaskStatusRead, TaskTypeRead
+from darkroom.uploads import service as uploads_service
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -30,6 +32,9 @@ async def create_task(
     task_type: Annotated[str, Form(alias="taskType", description="e.g. background_removal")],
     files: Annotated[list[UploadFile] | None, File(description="1–5 JPEG, PNG or WebP images")] = None,
     parameters: Annotated[str | None, Form(description="A JSON object as a string")] = None,
+    upload_ids: Annotated[
+        list[str] | None, Form(alias="uploadIds", description="Ids from POST /api/uploads, instead of files")
+    ] = None,
 ) -> dict[str, Any]:
     """Create a task. The price is reserved now and charged only when the task completes."""
     uploads = []
@@ -43,7 +48,13 @@ async def create_task(
             )
         data = await upload.read(limit + 1)
         uploads.append(service.Upload(name=upload.filename, data=data))
+    direct: list[UploadRow] = []
+    if upload_ids:  # direct uploads (uploads/service.py): checked, then stored like the files above
+        ids = [part for value in upload_ids for part in value.split(",")]
+        taken, direct = await uploads_service.take(ctx, session, user, ids)
+        uploads.extend(taken)
     task = await service.create_task(ctx, session, user, task_type, parameters, uploads)
+    await uploads_service.mark_used(ctx, session, direct, task.id)
     files_by_task = await service.files_of(session, [task])
     return ok(_dump(present(ctx, str(request.base_url), task, files_by_task[task.id])), "Task created")
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom import imaging
+from darkroom import imaging, metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
 from darkroom.models import Task, TaskAttempt, TaskFile, TaskStatus
@@ -100,6 +100,7 @@ class TaskRunner:
         if claim is None:
             return
         log.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempt})
+        claimed_at = time.perf_counter()
         live = Live()
         work = asyncio.create_task(self._work(claim, live))
         renewer = asyncio.create_task(self._renew(claim, work))
@@ -122,6 +123,9 @@ class TaskRunner:
             await self._finish_failed(claim, outcome)
         else:
             await self._finish_completed(claim, outcome)
+        metrics.TASK_DURATION.labels(
+            claim.task_type, "failed" if isinstance(outcome, TaskFailure) else "completed"
+        ).observe(time.perf_counter() - claimed_at)
 
     # -- claim / lease ------------------------------------------------------------------------
 
@@ -266,7 +270,14 @@ class TaskRunner:
             if scaled <= last_value or now - last_write < PROGRESS_MIN_INTERVAL:
                 return
             last_write, last_value = now, scaled
-            if not await self._extend(claim, progress=scaled):
+            try:
+                held = await self._extend(claim, progress=scaled)
+            except Exception:  # the database is away for a moment: keep working, the lease decides
+                log.warning(
+                    "progress write failed; continuing", exc_info=True, extra={"task_id": claim.task_id}
+                )
+                return
+            if not held:
                 raise LeaseLost
 
         async def remember(request_id: str) -> None:
@@ -297,9 +308,14 @@ class TaskRunner:
                 remember=remember,
                 mask=mask,
             )
+            started = time.perf_counter()
+            outcome = "error"
             try:
-                return await provider.run(request, progress)
+                result = await provider.run(request, progress)
+                outcome = "ok"
+                return result
             except LeaseLost:
+                outcome = "canceled"
                 raise asyncio.CancelledError from None
             except ProviderError as exc:
                 failure = TaskFailure(exc.code, exc.message)
@@ -310,6 +326,10 @@ class TaskRunner:
             except Exception as exc:
                 log.exception("provider crashed", extra={"task_id": claim.task_id})
                 return TaskFailure("provider_error", f"The AI provider failed unexpectedly: {exc}")
+            finally:
+                metrics.PROVIDER_LATENCY.labels(provider.name, claim.task_type, outcome).observe(
+                    time.perf_counter() - started
+                )
         return failure
 
     async def _set_held(self, claim: Claim, **values: object) -> bool:

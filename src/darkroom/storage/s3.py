@@ -1,0 +1,134 @@
+"""S3-compatible storage (AWS S3, Cloudflare R2, SeaweedFS, MinIO) through boto3.
+
+boto3 is blocking, so every call runs in a worker thread. The bucket stays private: files are
+served by presigned GET URLs, or as ``CDN_URL/key`` when the operator put a public domain in
+front of the bucket. Direct uploads get a presigned PUT whose signature covers the content type
+and the exact length, so the client can upload only what it announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from darkroom.config import Settings
+from darkroom.storage.base import ObjectInfo, ObjectNotFound, PresignedPut, StorageError
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Storage:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        region: str | None,
+        endpoint_url: str | None,
+        cdn_url: str | None = None,
+        name: str = "s3",
+    ) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.cdn_url = cdn_url.rstrip("/") if cdn_url else None
+        config = Config(
+            signature_version="s3v4",
+            # Path-style for S3-compatible servers on a plain host:port; AWS picks for itself.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        )
+        self.client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            config=config,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Storage:
+        if settings.storage_provider == "r2":
+            if not (settings.r2_bucket_name and settings.r2_endpoint):
+                raise ValueError("STORAGE_PROVIDER=r2 needs R2_BUCKET_NAME and R2_ENDPOINT")
+            return cls(
+                bucket=settings.r2_bucket_name,
+                access_key_id=settings.r2_access_key_id,
+                secret_access_key=settings.r2_secret_access_key,
+                region="auto",
+                endpoint_url=settings.r2_endpoint,
+                cdn_url=settings.cdn_url,
+                name="r2",
+            )
+        if not settings.s3_bucket_name:
+            raise ValueError("STORAGE_PROVIDER=s3 needs S3_BUCKET_NAME")
+        return cls(
+            bucket=settings.s3_bucket_name,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            region=settings.s3_region or "us-east-1",
+            endpoint_url=settings.s3_endpoint,
+            cdn_url=settings.cdn_url,
+        )
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(getattr(self.client, method), Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise ObjectNotFound(kwargs.get("Key", "")) from None
+            raise StorageError(f"{self.name} {method} failed: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"{self.name} {method} failed: {exc}") from exc
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await self._call("put_object", Key=key, Body=data, ContentType=content_type)
+
+    async def get(self, key: str) -> bytes:
+        response = await self._call("get_object", Key=key)
+        body = response["Body"]
+        try:
+            return bytes(await asyncio.to_thread(body.read))
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete_object", Key=key)
+
+    async def exists(self, key: str) -> bool:
+        return await self.stat(key) is not None
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = await self._call("head_object", Key=key)
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(size=int(head["ContentLength"]), content_type=head.get("ContentType"))
+
+    def url(self, key: str, *, expires_in: int, download_name: str | None = None) -> str:
+        if self.cdn_url and not download_name:
+            return f"{self.cdn_url}/{quote(key)}"
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if download_name:
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in))
+
+    def presign_put(self, key: str, *, content_type: str, size: int, expires_in: int) -> PresignedPut:
+        url = self.client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type, "ContentLength": size},
+            ExpiresIn=expires_in,
+        )
+        return PresignedPut(url=str(url), headers={"Content-Type": content_type})
+
+    async def check(self) -> None:
+        await self._call("head_bucket")

@@ -1,0 +1,1 @@
+"""Direct uploads: presigned PUTs handed out, then taken (checked, copied) by task creation."""
