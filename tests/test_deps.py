@@ -6,20 +6,24 @@ from typing import Any
 
 from sqlalchemy import event
 
+from darkroom.db import WRITE_OPTION
 from tests.conftest import AppFactory
 from tests.doubles import ScriptedProvider
 from tests.support import register, submit, wait_for
 
 
 def _record_begins(app: Any) -> list[str]:
+    """Each transaction begun, as the SQLite statement it opens with: "BEGIN" for a read,
+    "BEGIN IMMEDIATE" for a write (taken from the connection's options, so that PostgreSQL,
+    whose driver begins transactions without such a statement, is counted the same way)."""
     begins: list[str] = []
     db = app.state.ctx.db
     for engine in {db.engine, db.write_engine}:
 
-        @event.listens_for(engine.sync_engine, "before_cursor_execute")
-        def _seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-            if statement.startswith("BEGIN"):
-                begins.append(statement.strip())
+        @event.listens_for(engine.sync_engine, "begin")
+        def _seen(conn: Any) -> None:
+            write = conn.get_execution_options().get(WRITE_OPTION)
+            begins.append("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return begins
 
