@@ -15,6 +15,11 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # WAL is a property of the database file. Set it here, once, before any server
+        # connection opens: switching a live database needs an exclusive lock, which races with
+        # the first requests and background readers of a fresh server.
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
