@@ -52,7 +52,9 @@ def app_client(tmp_path: Path, local_provider: LocalProvider) -> AppFactory:
     ) -> AsyncIterator[httpx.AsyncClient]:
         settings = make_settings(tmp_path, **overrides)
         app = create_app(settings, providers=list(providers) if providers is not None else [local_provider])
-        async with LifespanManager(app) as manager:
+        # Generous start-up and shutdown limits: on a loaded 2-core CI machine, stopping workers
+        # mid-task (and their model or provider calls) can take longer than the 5 s default.
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 client.app = app  # type: ignore[attr-defined]

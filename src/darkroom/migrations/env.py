@@ -20,6 +20,7 @@ def _run(connection: Connection) -> None:
         # connection opens: switching a live database needs an exclusive lock, which races with
         # the first requests and background readers of a fresh server.
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        connection.commit()  # end the implicit transaction, or alembic would not commit its own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
