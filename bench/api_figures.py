@@ -46,11 +46,19 @@ class Sizes:
     concurrent_uploads: int
     rate_seconds: float
     rate_connections: int
+    live_tasks: int = 8
+    live_rounds: int = 2
+    live_streams: int = 1000
+    live_delay: float = 3.0  # seconds each watched task runs (progress every 0.5 s)
+    broker_dispatch_tasks: int = 100
+    broker_throughput_tasks: int = 300
 
 
-FULL = Sizes(24, 4, 0.05, 300, 1500, 32, 8, 4, 4.0, 16)
-QUICK = Sizes(6, 3, 0.05, 40, 150, 16, 3, 2, 1.0, 8)
-TINY = Sizes(2, 2, 0.05, 4, 8, 4, 1, 1, 0.2, 2)  # the smoke test: proves the harness runs
+FULL = Sizes(24, 4, 0.05, 300, 1500, 32, 8, 4, 4.0, 16, 16, 2, 1000)
+QUICK = Sizes(6, 3, 0.05, 40, 150, 16, 3, 2, 1.0, 8, 8, 1, 1000, 3.0, 30, 100)
+TINY = Sizes(
+    2, 2, 0.05, 4, 8, 4, 1, 1, 0.2, 2, 2, 1, 20, 1.0, 3, 8
+)  # the smoke test: proves the harness runs
 
 
 def small_png() -> bytes:
@@ -179,37 +187,6 @@ async def dispatch_latency(server: Server, token: str, sizes: Sizes, report: Rep
         "one task at a time; the path after commit: asyncio.Queue.put_nowait → a waiting worker "
         "coroutine → claim transaction (one write; writers queue FIFO for the SQLite write "
         "connection) → input read → run(); no sleep or poll loop on it",
-    )
-
-
-def broker_available() -> str | None:
-    """None if `darkroom worker` exists, else the reason the broker figures cannot run."""
-    r = subprocess.run(
-        [sys.executable, "-m", "darkroom", "worker", "--help"], capture_output=True, text=True, check=False
-    )
-    if r.returncode != 0:
-        return "`darkroom worker` is not a command in this build (issue 4 not merged)"
-    return None
-
-
-def broker_figures(report: Report) -> None:
-    reason = broker_available()
-    if reason is not None:
-        for what in (
-            "2: dispatch latency with Dramatiq on Redis",
-            "2: dispatch latency with Dramatiq on RabbitMQ",
-            "3: throughput scaling with worker count on PostgreSQL",
-        ):
-            fig, label = what.split(": ", 1)
-            report.add(Row(fig, label, f"not available: {reason}", notes="see bench/README.md"))
-        return
-    report.add(
-        Row(
-            "2/3",
-            "broker and PostgreSQL figures",
-            "not measured: `darkroom worker` exists but this harness does not drive it yet",
-            notes="see bench/README.md",
-        )
     )
 
 
@@ -432,24 +409,160 @@ async def status_rate(server: Server, token: str, sizes: Sizes, report: Report) 
 
 # --- figure 6 -------------------------------------------------------------------------------------
 
+SEED_POLL = 2.0  # the seed's polling interval
+FAST_POLL = 0.1  # fast enough to see every progress step (they are 0.5 s apart)
 
-def live_updates(server: Server, report: Report) -> None:
+
+def _sse_route(server: Server) -> str | None:
     paths = httpx.get(f"{server.url}/openapi.json").json().get("paths", {})
     sse = [p for p in paths if p.startswith("/api/tasks/") and p.endswith("/events")]
-    if not sse:
+    return sse[0] if sse else None
+
+
+async def _watch_sse(client: httpx.AsyncClient, task_id: str) -> int:
+    """Follow one task's event stream until its final event; returns the events delivered."""
+    n = 0
+    async with client.stream("GET", f"/api/tasks/{task_id}/events", timeout=60) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"events stream: {r.status_code}")
+        async for line in r.aiter_lines():
+            if line.startswith("data:"):
+                n += 1
+                if json.loads(line[5:])["status"] in ("completed", "failed", "canceled"):
+                    return n
+    raise RuntimeError(f"stream of {task_id} ended early")
+
+
+async def _watch_poll(client: httpx.AsyncClient, task_id: str, interval: float) -> int:
+    """Poll /status with If-None-Match until the task ends; returns the distinct states seen."""
+    etag, seen, last = None, 0, None
+    while True:
+        headers = {"If-None-Match": etag} if etag else {}
+        r = await client.get(f"/api/tasks/{task_id}/status", headers=headers)
+        if r.status_code == 200:
+            etag = r.headers.get("etag")
+            d = r.json()["data"]
+            state = (d["status"], d.get("progress"))
+            if state != last:
+                seen, last = seen + 1, state
+            if d["status"] in ("completed", "failed", "canceled"):
+                return seen
+        await asyncio.sleep(interval)
+
+
+async def _live_round(
+    server: Server, clients: list[httpx.AsyncClient], mode: str, delay: float
+) -> tuple[float, int]:
+    """One task per user, all at once; then watch them (or not). Returns (server CPU s, updates)."""
+    data = small_png()
+    ids = await asyncio.gather(*(_submit(c, data, delay=delay) for c in clients))
+    cpu0 = cpu_seconds(server.pid)
+    if mode == "none":
+        await asyncio.sleep(delay + 0.6)
+        while True:  # make sure they are done (one check each; normally already true)
+            pairs = zip(clients, ids, strict=True)
+            states = [(await c.get(f"/api/tasks/{t}/status")).json()["data"]["status"] for c, t in pairs]
+            if all(s == "completed" for s in states):
+                break
+            await asyncio.sleep(0.2)
+        return cpu_seconds(server.pid) - cpu0, 0
+    if mode == "sse":
+        counts = await asyncio.gather(*(_watch_sse(c, t) for c, t in zip(clients, ids, strict=True)))
+    else:
+        interval = float(mode)
+        pairs = zip(clients, ids, strict=True)
+        counts = await asyncio.gather(*(_watch_poll(c, t, interval) for c, t in pairs))
+    return cpu_seconds(server.pid) - cpu0, sum(counts)
+
+
+async def _open_streams(port: int, token: str, n: int) -> list[asyncio.StreamWriter]:
+    request = (
+        f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    writers = []
+    for i in range(0, n, 50):  # in batches: the server accepts them at its own pace
+
+        async def one() -> asyncio.StreamWriter:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b" 200 " not in head[:16]:
+                raise RuntimeError(f"stream refused: {head[:200]!r}")
+            return writer
+
+        writers += await asyncio.gather(*(one() for _ in range(min(50, n - i))))
+    return writers
+
+
+async def live_updates(server: Server, sizes: Sizes, report: Report) -> None:
+    route = _sse_route(server)
+    if route is None:
         reason = "the SSE route GET /api/tasks/{id}/events is not in /openapi.json (issue 3 not merged)"
-        report.add(
-            Row("6", "live updates: CPU per delivered update, SSE vs polling", f"not available: {reason}")
-        )
-        report.add(
-            Row("6", "live updates: memory per open stream (1,000 streams)", f"not available: {reason}")
-        )
+        for label in ("CPU per delivered update, SSE vs polling", "memory per open stream (1,000 streams)"):
+            report.add(Row("6", f"live updates: {label}", f"not available: {reason}"))
         return
+    users = sizes.live_tasks
+    tokens = [register(server.url, f"live{i}@example.com") for i in range(users)]
+    clients = [_client(server, t, connections=4) for t in tokens]
+    try:
+        await _live_round(server, clients, "none", sizes.live_delay)  # warm-up
+        results: dict[str, list[tuple[float, int]]] = {m: [] for m in ("none", "sse", "2.0", "0.1")}
+        for _ in range(sizes.live_rounds):  # interleaved, so a change of machine load hits all alike
+            for mode in results:
+                results[mode].append(await _live_round(server, clients, mode, sizes.live_delay))
+    finally:
+        for c in clients:
+            await c.aclose()
+    base = median([cpu for cpu, _ in results["none"]])
+
+    def per_update(mode: str) -> tuple[float, float]:
+        extra = sum(max(0.0, cpu - base) for cpu, _ in results[mode])
+        updates = sum(n for _, n in results[mode])
+        return extra / max(1, updates), updates / (users * len(results[mode]))
+
+    sse, sse_n = per_update("sse")
+    seed, seed_n = per_update(str(SEED_POLL))
+    fast, fast_n = per_update(str(FAST_POLL))
     report.add(
         Row(
             "6",
-            "live updates",
-            f"not measured: the route {sse[0]} exists but this harness does not drive it yet",
+            "live updates: server CPU per delivered update, SSE (GET /api/tasks/{id}/events) vs polling "
+            "GET /api/tasks/{id}/status",
+            f"SSE {sse * 1000:.2f} ms per update ({sse_n:.1f} updates per task)",
+            f"polling every {FAST_POLL:g} s (sees every update): {fast * 1000:.2f} ms per update "
+            f"({fast_n:.1f} per task); every {SEED_POLL:g} s (the seed's): {seed * 1000:.2f} ms per update "
+            f"({seed_n:.1f} per task)",
+            f"{sse / fast:.2f}× / {sse / seed:.2f}×" if fast > 0 and seed > 0 else "—",
+            "≤ 0.5× polling's",
+            fast > 0 and sse / fast <= 0.5,
+            f"{users} users each watching one {sizes.live_delay:g} s task (progress every 0.5 s), "
+            f"{sizes.live_rounds} interleaved rounds; server CPU (/proc) over each round minus the same "
+            f"round unwatched (median {base * 1000:.0f} ms), divided by the updates the clients received; "
+            "polling uses If-None-Match; 'met' is judged against polling that delivers the same updates",
+        )
+    )
+    # memory per open stream
+    token = tokens[0]
+    await asyncio.sleep(0.5)
+    before = rss_bytes(server.pid)
+    writers = await _open_streams(server.port, token, sizes.live_streams)
+    await asyncio.sleep(1.0)
+    after = rss_bytes(server.pid)
+    for w in writers:
+        w.close()
+    per = (after - before) / len(writers)
+    report.add(
+        Row(
+            "6",
+            f"live updates: memory per open stream ({len(writers):,} streams on GET /api/events)",
+            f"{per / 1024:.1f} KB per stream",
+            f"RSS before: {before / 2**20:.0f} MB, with the streams open: {after / 2**20:.0f} MB",
+            "—",
+            "≤ 64 KB per stream",
+            per <= 64 * 1024,
+            "server RSS growth divided by the streams; each stream authenticated (one user), "
+            "its 200 and headers received, then held idle for 1 s",
         )
     )
 
@@ -522,8 +635,10 @@ async def run_api_figures(
             if want("5"):
                 await status_rate(server, token, sizes, report)
             if want("6"):
-                live_updates(server, report)
+                await live_updates(server, sizes, report)
     if want("2") or want("3"):
-        broker_figures(report)
+        from bench.broker_figures import broker_figures
+
+        await broker_figures(sizes, report, only)
     if want("+"):
         darkroom_serve_extras(report, peak)

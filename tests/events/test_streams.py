@@ -4,6 +4,8 @@ another server process reaching a stream through the table tail."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +102,32 @@ def test_live_stream_headers_and_completion(server: Server) -> None:
     # The stream's last id is the task's sequence number, also in its ETag.
     status = httpx.get(f"{server.url}/api/tasks/{task_id}/status", headers=auth)
     assert status.json()["data"]["seq"] == ids[-1]
+
+
+def test_more_streams_at_once_than_database_connections(server: Server) -> None:
+    # Each opening reads the user and the newest sequence number. Those reads once took a second
+    # pooled connection while the request held one: with more openings at once than the pool has
+    # connections (16 on SQLite, 30 on PostgreSQL), every request waited for another and all
+    # failed with a 500 after the pool timeout.
+    auth = sign_up(server.url)
+    n = 48
+
+    async def open_all() -> list[int]:
+        limits = httpx.Limits(max_connections=n)
+        async with (
+            httpx.AsyncClient(base_url=server.url, limits=limits, timeout=90) as client,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            responses = await asyncio.gather(
+                *(
+                    stack.enter_async_context(client.stream("GET", "/api/events", headers=auth))
+                    for _ in range(n)
+                )
+            )
+            return [r.status_code for r in responses]
+
+    assert asyncio.run(open_all()) == [200] * n
+    assert httpx.get(f"{server.url}/api/tasks", headers=auth).status_code == 200
 
 
 def test_resume_with_last_event_id_misses_nothing(server: Server) -> None:

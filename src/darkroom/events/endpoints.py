@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
 
 from darkroom.deps import Context, CurrentUser, Session
-from darkroom.events.stream import latest_for_user, parse_last_event_id, task_events
+from darkroom.events.stream import latest_in, parse_last_event_id, task_events
 from darkroom.tasks import service
 
 router = APIRouter(prefix="/api", tags=["events"])
@@ -32,13 +32,19 @@ def _response(ctx: Context, events: object) -> EventSourceResponse:
 
 @router.get("/events", response_class=EventSourceResponse, responses=_DOC)
 async def user_events(
-    user: CurrentUser, ctx: Context, last_event_id: LastEventHeader = None, after: LastEventQuery = None
+    user: CurrentUser,
+    session: Session,
+    ctx: Context,
+    last_event_id: LastEventHeader = None,
+    after: LastEventQuery = None,
 ) -> EventSourceResponse:
     """Every change of every task of the user, as Server-Sent Events whose ``id`` is the sequence
     number. Without ``Last-Event-ID`` the stream starts with the next change."""
     last = parse_last_event_id(last_event_id, after)
     if last is None:
-        last = await latest_for_user(ctx, user.id)
+        # In the request's read transaction: a second connection taken while the request holds
+        # one deadlocked the pool when more streams opened at once than it has connections.
+        last = await latest_in(session, user.id)
     return _response(ctx, task_events(ctx, user.id, None, last))
 
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
 from darkroom.context import AppContext
@@ -37,8 +38,13 @@ def to_sse(event: TaskEvent) -> ServerSentEvent:
 
 async def latest_for_user(ctx: AppContext, user_id: str) -> int:
     async with ctx.db.transaction(write=False) as session:
-        value = await session.scalar(select(func.max(TaskEvent.id)).where(TaskEvent.user_id == user_id))
-        return int(value or 0)
+        return await latest_in(session, user_id)
+
+
+async def latest_in(session: AsyncSession, user_id: str) -> int:
+    """The user's newest event sequence number (0 if none), read in the caller's transaction."""
+    value = await session.scalar(select(func.max(TaskEvent.id)).where(TaskEvent.user_id == user_id))
+    return int(value or 0)
 
 
 async def _after(ctx: AppContext, user_id: str, task_id: str | None, last: int) -> list[TaskEvent]:
