@@ -31,7 +31,9 @@ def sample() -> bytes:
         draw.line([(0, y), (SIDE, y)], fill=(int(70 + 120 * t), int(140 + 80 * t), int(230 - 60 * t)))
     draw.ellipse([170, 30, 225, 85], fill=(255, 214, 90))
     for i, color in enumerate([(70, 140, 60), (40, 110, 50)]):
-        points = [(x, int(170 + 25 * i + 20 * math.sin(x / (30 + 15 * i) + i))) for x in range(0, SIDE + 8, 8)]
+        points = [
+            (x, int(170 + 25 * i + 20 * math.sin(x / (30 + 15 * i) + i))) for x in range(0, SIDE + 8, 8)
+        ]
         draw.polygon([*points, (SIDE, SIDE), (0, SIDE)], fill=color)
     draw.rectangle([50, 150, 110, 205], fill=(200, 70, 50))
     draw.polygon([(42, 152), (80, 115), (118, 152)], fill=(90, 50, 40))
