@@ -13,7 +13,6 @@ measured path.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import threading
@@ -22,9 +21,7 @@ from pathlib import Path
 from bench.server import BenchProvider, Marks
 from darkroom.config import Settings
 from darkroom.providers.base import ProgressCallback, ProviderRequest, ProviderResult
-from darkroom.queue.reaper import reaper_loop
 from darkroom.queue.worker import WorkerProcess
-from darkroom.tasks.jobs import TaskRunner
 
 
 class FileMarkedProvider(BenchProvider):
@@ -40,30 +37,6 @@ class FileMarkedProvider(BenchProvider):
         return result
 
 
-class BenchWorkerProcess(WorkerProcess):
-    async def _setup(self) -> None:
-        from darkroom.app import build_context
-
-        provider = FileMarkedProvider(Marks(), Path(os.environ["BENCH_MARKS_FILE"]))
-        ctx = build_context(self.settings, providers=[provider])
-        ctx.dispatcher = self.transport
-        runner = TaskRunner(ctx, self.worker_id)
-        self.ctx = ctx
-
-        async def handle(task_id: str) -> None:
-            current = asyncio.current_task()
-            assert current is not None
-            self.running.add(current)
-            try:
-                await runner.run(task_id)
-            finally:
-                self.running.discard(current)
-
-        self.transport.handler = handle
-        grace = self.settings.redispatch_after_seconds
-        self.background.append(asyncio.create_task(reaper_loop(ctx, grace=grace), name="darkroom-reaper"))
-
-
 def main() -> None:
     from darkroom.logs import configure_logging
 
@@ -75,7 +48,8 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    BenchWorkerProcess(settings, args.concurrency).run(stop)
+    provider = FileMarkedProvider(Marks(), Path(os.environ["BENCH_MARKS_FILE"]))
+    WorkerProcess(settings, args.concurrency, providers=[provider]).run(stop)
 
 
 if __name__ == "__main__":

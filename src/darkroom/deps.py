@@ -14,7 +14,7 @@ from darkroom.auth.security import decode_token
 from darkroom.context import AppContext
 from darkroom.errors import Unauthorized
 from darkroom.models import User
-from darkroom.uow import run_hooks
+from darkroom.uow import owned
 from darkroom.web import session as web_session
 
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -35,15 +35,8 @@ async def get_read_session(request: Request, ctx: Context) -> AsyncIterator[Asyn
     if request.method not in _READ_METHODS:
         yield None
         return
-    async with ctx.db.session(write=False) as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            await run_hooks(session, committed=False)
-            raise
-        await run_hooks(session, committed=True)
+    async with ctx.db.session(write=False) as session, owned(session):
+        yield session
 
 
 SharedReadSession = Annotated[AsyncSession | None, Depends(get_read_session, scope="function")]
@@ -59,15 +52,8 @@ async def get_session(
         yield shared
         return
     write = request.method not in _READ_METHODS
-    async with ctx.db.session(write=write) as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            await run_hooks(session, committed=False)
-            raise
-        await run_hooks(session, committed=True)
+    async with ctx.db.session(write=write) as session, owned(session):
+        yield session
 
 
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -6,7 +6,8 @@ Services register callbacks on the session; whoever owns the transaction runs th
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,3 +31,17 @@ async def run_hooks(session: AsyncSession, *, committed: bool) -> None:
             await hook()
         except Exception:  # a hook must never turn a committed request into an error
             log.exception("post-transaction hook failed")
+
+
+@asynccontextmanager
+async def owned(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Own the session's transaction: commit at the end of the block, roll back on any error,
+    then run the hooks that waited for that outcome."""
+    try:
+        yield session
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        await run_hooks(session, committed=False)
+        raise
+    await run_hooks(session, committed=True)

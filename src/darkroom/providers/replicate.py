@@ -48,6 +48,7 @@ from darkroom.providers.download import DownloadPolicy, SafeDownloader
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
 from darkroom.providers.outputs import output_image
 from darkroom.providers.specs import (
+    ASPECT_RATIOS,
     BACKGROUND_REMOVAL,
     BACKGROUND_REMOVAL_SPEC,
     CUSTOM,
@@ -57,7 +58,6 @@ from darkroom.providers.specs import (
 )
 
 _SPECS = {TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC, CUSTOM: CUSTOM_SPEC, BACKGROUND_REMOVAL: BACKGROUND_REMOVAL_SPEC}
-_ASPECT = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}
 _DONE = ("succeeded", "failed", "canceled", "aborted")
 _FILTERED = re.compile(r"nsfw|sensitive|safety|content policy|flagged", re.I)
 _PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -129,7 +129,7 @@ class ReplicateProvider:
             body: dict[str, Any] = {
                 "prompt": prompt,
                 "num_outputs": int(p.get("count") or 1),
-                "aspect_ratio": _ASPECT.get(str(p.get("size")), "1:1"),
+                "aspect_ratio": ASPECT_RATIOS.get(str(p.get("size")), "1:1"),
                 "output_format": "png",
             }
             if p.get("seed") is not None:

@@ -16,6 +16,8 @@ CUSTOM: Final = "custom"
 BACKGROUND_REMOVAL: Final = "background_removal"
 
 SIZES: Final = ("1024x1024", "1536x1024", "1024x1536")
+# The same sizes as aspect ratios, for providers that take a ratio instead of pixels.
+ASPECT_RATIOS: Final = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}
 MAX_PROMPT: Final = 4000
 
 _PROMPT = ParameterSpec(

@@ -47,6 +47,7 @@ from darkroom.providers.base import (
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
 from darkroom.providers.outputs import decode_b64, output_image
 from darkroom.providers.specs import (
+    ASPECT_RATIOS,
     BACKGROUND_REMOVAL,
     BACKGROUND_REMOVAL_SPEC,
     CUSTOM,
@@ -57,7 +58,6 @@ from darkroom.providers.specs import (
 )
 
 SDXL_V1_PATH = "/v1/generation/stable-diffusion-xl-1024-v1-0/text-to-image"
-_ASPECT = {"1024x1024": "1:1", "1536x1024": "3:2", "1024x1536": "2:3"}
 # SDXL v1 accepts only its own sizes; the nearest to each of ours.
 _SDXL_SIZE = {"1024x1024": (1024, 1024), "1536x1024": (1216, 832), "1024x1536": (832, 1216)}
 _CAPABILITIES = MappingProxyType(
@@ -131,7 +131,7 @@ class StabilityProvider:
         if request.task_type == TEXT_TO_IMAGE:
             forms: list[tuple[dict[str, str], list[Any]]] = []
             for i in range(int(p.get("count") or 1)):
-                form = {"prompt": prompt, "aspect_ratio": _ASPECT[str(p.get("size") or "1024x1024")]}
+                form = {"prompt": prompt, "aspect_ratio": ASPECT_RATIOS[str(p.get("size") or "1024x1024")]}
                 form["output_format"] = "png"
                 if p.get("negative_prompt"):
                     form["negative_prompt"] = str(p["negative_prompt"])

@@ -20,6 +20,7 @@ import secrets
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -28,6 +29,7 @@ from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from darkroom import migrate
 from darkroom.config import Settings
 from darkroom.context import AppContext
+from darkroom.providers.base import Provider
 from darkroom.queue.broker import DramatiqTransport, TaskIdFilter
 from darkroom.queue.reaper import reaper_loop
 from darkroom.tasks.jobs import TaskRunner
@@ -38,9 +40,13 @@ WORKER_STOP_TIMEOUT_MS = 15_000
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, concurrency: int) -> None:
+    def __init__(
+        self, settings: Settings, concurrency: int, providers: Sequence[Provider] | None = None
+    ) -> None:
+        """``providers`` replaces the configured ones, as in ``create_app`` (benchmarks use it)."""
         self.settings = settings
         self.concurrency = concurrency
+        self.providers = providers
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.transport = DramatiqTransport(settings)
         self.loop_thread = EventLoopThread(log)
@@ -55,7 +61,7 @@ class WorkerProcess:
 
         if self.settings.auto_migrate:
             await asyncio.to_thread(migrate.upgrade, self.settings.resolved_database_url)
-        ctx = build_context(self.settings)
+        ctx = build_context(self.settings, self.providers)
         ctx.dispatcher = self.transport  # the reaper rings the same doorbell as the API
         runner = TaskRunner(ctx, self.worker_id)
         self.ctx = ctx
