@@ -3,11 +3,12 @@
 Who owns a transaction: the request dependency (``deps.get_session``) or the job wrapper
 (``Database.transaction``). Services never commit.
 
-SQLite: WAL journal, foreign keys on, a busy timeout, and write transactions opened with
-``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing when a read
-snapshot is upgraded to a write. Write sessions use an engine whose pool holds one connection,
-so the writers of one process wait their turn in that pool (woken as soon as the previous one
-commits) rather than in SQLite's sleeping busy handler. PostgreSQL needs none of that.
+SQLite: WAL journal, foreign keys on, and write transactions opened with ``BEGIN IMMEDIATE`` so
+that two writers queue on the lock instead of failing when a read snapshot is upgraded to a
+write. Statements run inline on the event loop (``sqlite_inline``: no driver thread; a lock held
+by another process is waited for with async retries, never by blocking the loop). Write sessions
+use an engine whose pool holds one connection, so the writers of one process wait their turn in
+that pool (woken as soon as the previous one commits). PostgreSQL needs none of that.
 """
 
 from __future__ import annotations
@@ -16,26 +17,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from darkroom import sqlite_inline
 from darkroom.uow import run_hooks
 
 WRITE_OPTION = "darkroom_write"
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (the driver's implicit BEGIN is always DEFERRED).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")  # first: the statements below may need to wait
-        cursor.execute("PRAGMA journal_mode=WAL")  # already set by the migrations; a no-op then
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+LOCK_TIMEOUT = 30.0  # seconds a statement waits for another process's lock before failing
 
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    # the connection's pragmas are set by ``sqlite_inline.connector``
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(WRITE_OPTION):
@@ -45,12 +40,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            path = make_url(url).database or ":memory:"
+            kwargs["async_creator"] = sqlite_inline.connector(path, timeout=lock_timeout)
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 8
         else:
@@ -65,7 +61,12 @@ class Database:
             # handler (1, 2, 5, 10 ... 100 ms polls), which under load made the pipeline
             # mostly wait (bench figures 2 and 3). Other processes still meet the busy timeout.
             self.write_engine = create_async_engine(
-                url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+                url,
+                echo=echo,
+                async_creator=sqlite_inline.connector(path, timeout=lock_timeout),
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=60,
             )
             _configure_sqlite(self.write_engine)
         else:
