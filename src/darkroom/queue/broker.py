@@ -20,6 +20,12 @@ for "at least once, quickly" and leaves exactly-once to the conditional claim an
   ``?heartbeat=N``; Dramatiq's consumer thread services it while actors run on other threads, so a
   long task never starves it. Publishing uses ``confirm_delivery`` so a dispatch that returns was
   accepted by the broker.
+* **Redis idle polling ≤ ``REDIS_IDLE_POLL_MS``**: Dramatiq's Redis consumer has no blocking
+  pop; when a fetch finds nothing it sleeps with an exponential backoff capped by the worker's
+  ``worker_timeout`` (1 s by default), so a task sent to an idle worker waited up to a second
+  (dispatch median 23 ms, p99 116 ms, bench figure 2). The cap is lowered for the task queue only
+  (its delay queue, used by retries, keeps the default): an idle worker fetches every 2.5-5 ms,
+  one small Lua call each. RabbitMQ pushes messages and needs no such setting.
 * **No age limit**, no results backend, no callbacks or pipelines.
 
 Sending never raises into the request: when the broker is down the task simply stays ``pending``
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ACTOR_NAME = "darkroom_run_task"
 REDIS_HEARTBEAT_TIMEOUT_MS = 30_000
+REDIS_IDLE_POLL_MS = 5
 MAX_RETRIES = 2
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 10_000
@@ -86,6 +93,20 @@ class TaskIdFilter(logging.Filter):
         return True
 
 
+def _redis_broker_class() -> Any:
+    from dramatiq.brokers.redis import RedisBroker
+
+    class PromptRedisBroker(RedisBroker):
+        """Caps the idle consumer's poll backoff of the task queue (see the module docstring)."""
+
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+            if not queue_name.endswith(".DQ"):
+                timeout = min(timeout, REDIS_IDLE_POLL_MS)
+            return super().consume(queue_name, prefetch, timeout)
+
+    return PromptRedisBroker
+
+
 def make_broker(settings: Settings) -> dramatiq.Broker:
     url = settings.broker_url or ""
     middleware: list[dramatiq.Middleware] = [
@@ -96,17 +117,16 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     ]
     broker: dramatiq.Broker
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from dramatiq.brokers.redis import RedisBroker
-
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        redis_broker = _redis_broker_class()(
             url=url,
             middleware=middleware,
             namespace=f"darkroom-{settings.broker_queue}",
             heartbeat_timeout=REDIS_HEARTBEAT_TIMEOUT_MS,
         )
         # Fail fast when Redis is down instead of hanging the sender.
-        pool_kwargs: dict[str, Any] = broker.client.connection_pool.connection_kwargs
+        pool_kwargs: dict[str, Any] = redis_broker.client.connection_pool.connection_kwargs
         pool_kwargs.setdefault("socket_connect_timeout", 5)
+        broker = redis_broker
     elif url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
