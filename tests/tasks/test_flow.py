@@ -28,6 +28,11 @@ async def test_background_removal(client: httpx.AsyncClient) -> None:
     done = await wait_for(client, headers, task["id"])
     assert done["status"] == "completed", done
     assert done["progress"] == 100 and done["completedAt"] and done["startedAt"]
+    # the attempt's history (written by UPDATEs in the claim and the finish): started, then finished
+    full = (await client.get(f"/api/tasks/{task['id']}", headers=headers)).json()["data"]
+    [attempt] = full["attempts"]
+    assert attempt["status"] == "completed" and attempt["errorCode"] is None
+    assert attempt["createdAt"] <= attempt["startedAt"] <= attempt["finishedAt"]
     [url] = done["resultUrls"]
     out = open_image(await _download(client, url))
     assert out.format == "PNG" and out.mode == "RGBA" and out.size == (400, 300)

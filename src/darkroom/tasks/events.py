@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.models import Task, TaskAttempt, TaskEvent
@@ -45,12 +45,11 @@ async def _wake_listeners(info: dict[str, Any]) -> None:
 
 
 async def close_attempt(session: AsyncSession, task: Task, status: str, now: datetime) -> None:
-    """Record how the task's current attempt ended (history kept across retries)."""
-    attempt = await session.scalar(
-        select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+    """Record how the task's current attempt ended (history kept across retries).
+    One UPDATE, no read of the attempt row first (one statement less per finished task)."""
+    await session.execute(
+        update(TaskAttempt)
+        .where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+        .values(status=status, finished_at=now, error_code=task.error_code, error_message=task.error_message)
+        .execution_options(synchronize_session=False)
     )
-    if attempt is not None:
-        attempt.status = status
-        attempt.finished_at = now
-        attempt.error_code = task.error_code
-        attempt.error_message = task.error_message

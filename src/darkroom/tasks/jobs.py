@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging, metrics
@@ -158,12 +158,16 @@ class TaskRunner:
             # the commit that created the task and the provider starting (bench figure 2)
             task.progress = max(task.progress, PROGRESS_START)
             task.updated_at = now
-            attempt = await session.scalar(
-                select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+            started = literal(now, TaskAttempt.started_at.type)
+            await session.execute(  # one UPDATE, no read of the attempt row first
+                update(TaskAttempt)
+                .where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+                .values(
+                    status="processing",
+                    started_at=func.coalesce(TaskAttempt.started_at, started),
+                )
+                .execution_options(synchronize_session=False)
             )
-            if attempt is not None:
-                attempt.status = "processing"
-                attempt.started_at = attempt.started_at or now
             await touch(session, task)
             inputs = list(
                 await session.scalars(
