@@ -198,3 +198,37 @@ async def test_chinese_error_messages_keep_their_details(app_client) -> None:  #
     assert r.status_code == 402
     assert r.json()["code"] == "insufficient_credits"
     assert r.json()["message"] == "积分不足，需要 2 积分，当前只有 1 积分。"
+
+
+async def test_credits_page_shows_the_services_ledger_texts_in_chinese(client: httpx.AsyncClient) -> None:
+    from darkroom.credits import service as credits_service
+
+    token = await sign_up(client)
+    created = await client.post(
+        "/api/tasks",
+        data={"taskType": "color_enhancement"},
+        files=[("files", ("p.jpg", photo(), "image/jpeg"))],
+        headers={"X-CSRF-Token": token},
+    )
+    assert created.status_code == 201, created.text
+    task = created.json()["data"]
+    await wait_for(client, {}, task["id"])
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    me = (await client.get("/api/me")).json()["data"]["user"]
+    async with ctx.db.transaction() as session:  # a second attempt that failed, as the runner writes it
+        await credits_service.reserve(session, me["id"], task["id"], 2, 1, task["taskNo"])
+        await credits_service.release(session, me["id"], task["id"], 2, 1, task["taskNo"], "provider_error")
+        await credits_service.grant(session, me["id"], 3, "Welcome bonus from the operator")
+    r = await client.post("/locale", data={"locale": "zh-CN", "next": "/credits", "csrf_token": token})
+    assert r.status_code == 303
+    zh = (await client.get("/credits")).text
+    no = task["taskNo"]
+    assert f"为任务 {no} 预扣（第 1 次尝试）" in zh
+    assert f"任务 {no} 扣除 1 积分（第 1 次尝试）" in zh
+    assert f"任务 {no} 退还（第 2 次尝试）：AI 处理失败。" in zh
+    assert "注册赠送" in zh
+    assert "Welcome bonus from the operator" in zh  # an operator's own text is shown as written
+    assert "Reserved for task" not in zh and "Refunded for task" not in zh
+    await client.post("/locale", data={"locale": "en", "next": "/credits", "csrf_token": token})
+    en = (await client.get("/credits")).text
+    assert f"Refunded for task {no} (attempt 2): provider_error" in en

@@ -8,6 +8,7 @@ themselves never change.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -349,3 +350,49 @@ def error_message(locale: str, code: str, message: str, extra: dict[str, Any] | 
         except (KeyError, IndexError):
             pass
     return ERRORS_ZH.get(code, message)
+
+
+# Ledger descriptions are written in English by the credits service (the ledger is an audit
+# record and is never rewritten); pages show the ones it writes in the reader's language.
+# Anything else (an operator's own text from `darkroom credits grant`) is shown as written.
+_LEDGER_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"Reserved for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\)"), "ledger.text.reserve"),
+    (
+        re.compile(r"Charged (?P<amount>\d+) for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\)"),
+        "ledger.text.capture",
+    ),
+    (
+        re.compile(r"Refunded for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\): (?P<why>[a-z_]+)"),
+        "ledger.text.release",
+    ),
+    (re.compile(r"Sign-up grant"), "ledger.text.signup"),
+    (re.compile(r"Initial credits \(darkroom users create\)"), "ledger.text.initial"),
+]
+
+_LEDGER_TEXT: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "ledger.text.reserve": "为任务 {task} 预扣（第 {attempt} 次尝试）",
+        "ledger.text.capture": "任务 {task} 扣除 {amount} 积分（第 {attempt} 次尝试）",
+        "ledger.text.release": "任务 {task} 退还（第 {attempt} 次尝试）：{why}",
+        "ledger.text.signup": "注册赠送",
+        "ledger.text.initial": "初始积分（由管理员创建账户时发放）",
+    },
+}
+
+
+def ledger_description(locale: str, description: str | None) -> str:
+    """A ledger entry's description in ``locale`` when the service wrote it, else as stored."""
+    text = description or ""
+    table = _LEDGER_TEXT.get(locale)
+    if table is None:
+        return text
+    for pattern, key in _LEDGER_PATTERNS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        values = match.groupdict()
+        if "why" in values:
+            why = values["why"]
+            values["why"] = UI[locale]["status.canceled"] if why == "canceled" else ERRORS_ZH.get(why, why)
+        return table[key].format(**values)
+    return text

@@ -61,6 +61,7 @@ def render(
         "request": request,
         "t": t,
         "err": err,
+        "ledger_text": lambda description: i18n.ledger_description(locale, description),
         "locale": locale,
         "other_locale": "en" if locale == "zh-CN" else "zh-CN",
         "user": user,
