@@ -232,3 +232,17 @@ async def test_credits_page_shows_the_services_ledger_texts_in_chinese(client: h
     await client.post("/locale", data={"locale": "en", "next": "/credits", "csrf_token": token})
     en = (await client.get("/credits")).text
     assert f"Refunded for task {no} (attempt 2): provider_error" in en
+
+
+def test_every_built_in_parameter_value_has_a_name_in_both_languages() -> None:
+    from darkroom.providers.local.specs import CAPABILITIES
+
+    for spec in CAPABILITIES.values():
+        for name, param in spec.parameters.items():
+            for value in param.allowed or ():
+                for locale in i18n.LOCALES:
+                    assert f"value.{name}.{value}" in i18n.UI[locale], (locale, name, value)
+    assert i18n.value_name("zh-CN", "style", "blue_impasto") == "蓝色厚涂"
+    assert i18n.value_name("en", "enhancement", "black_and_white") == "Black and white"
+    assert i18n.parameter_text("zh-CN", "preserve_color", True) == "保留原图颜色: 是"
+    assert i18n.parameter_text("en", "unknown_thing", "a_b") == "unknown thing: a b"
