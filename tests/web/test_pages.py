@@ -92,9 +92,13 @@ async def test_login_needs_the_csrf_token_and_the_cookie_session_works(client: h
 
     # Log out needs the token too; afterwards the studio asks for a login again.
     assert (await client.post("/logout", data={})).status_code == 403
+    session_token = client.cookies["darkroom_session"]
     out = await client.post("/logout", data={"csrf_token": token})
     assert out.status_code == 303
     assert (await client.get("/")).status_code == 303
+    # The session's token is revoked, not only forgotten: replayed, it is refused.
+    r = await client.get("/api/me", headers={"Authorization": f"Bearer {session_token}"})
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"
 
 
 async def test_login_form_errors_and_csrf(client: httpx.AsyncClient) -> None:

@@ -254,6 +254,7 @@ ERRORS_ZH: dict[str, str] = {
     "unauthorized": "请先登录。",
     "invalid_token": "登录凭证无效，请重新登录。",
     "token_expired": "登录已过期，请重新登录。",
+    "token_revoked": "你已退出登录，请重新登录。",
     "invalid_credentials": "邮箱或密码不正确。",
     "forbidden": "没有权限执行此操作。",
     "signup_closed": "本服务器已关闭注册。",
