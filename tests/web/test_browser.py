@@ -176,7 +176,7 @@ def test_sign_up_upload_progress_download_fail_retry(
         page.wait_for_load_state()  # the slider's script runs once the page has loaded
         page.locator("#compare-range").fill("20")
         page.wait_for_function("document.getElementById('after-wrap').style.clipPath.includes('20%')")
-        expect(page.locator(".details")).to_contain_text("stained_glass")
+        expect(page.locator(".details")).to_contain_text("Style: Stained glass")
         shot(page, "05-task-compare-en")
         page.go_back()
 
