@@ -36,6 +36,7 @@ def test_backoff_is_jittered_within_exponential_bounds() -> None:
         (400, "invalid_input"),
         (404, "invalid_input"),
         (401, "provider_unavailable"),
+        (402, "provider_unavailable"),
         (403, "provider_unavailable"),
         (408, "timeout"),
         (429, "rate_limited"),

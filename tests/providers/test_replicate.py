@@ -262,3 +262,17 @@ async def test_webhook_endpoint_without_a_secret_is_not_found(
     async with external_app(**_settings(fake)) as client:
         r = await client.post("/api/webhooks/replicate", content=b"{}", headers=_signed(b"{}"))
         assert r.status_code == 404 and r.json()["code"] == "webhook_not_configured"
+
+
+async def test_out_of_credit_402_is_unavailable_and_not_retried(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    fake.script.push("create", "402", "402", "402")
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "failed" and task["errorCode"] == "provider_unavailable", task
+        assert "402" in task["errorMessage"] and "credit" in task["errorMessage"]
+        assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
+    assert len(fake.creates) == 1

@@ -10,7 +10,10 @@ Wire format (OpenAI API reference, "Images": https://platform.openai.com/docs/ap
   …}], "usage": …}`` (GPT image models always answer base64). The request id is the
   ``x-request-id`` response header.
 * Errors ``{"error": {"message", "type", "code"}}``: ``moderation_blocked`` /
-  ``content_policy_violation`` → content filtered; 429 → rate limited (``Retry-After``).
+  ``content_policy_violation`` → content filtered; 429 → rate limited (``Retry-After``), except
+  429 ``insufficient_quota`` / ``billing_hard_limit_reached`` (the account is out of money or
+  past its spending limit): not transient, so not retried → provider unavailable at once, and
+  the chain fails over.
 
 DALL·E 2/3 were removed from the API; Settings refuses ``OPENAI_MODEL=dall-e-*`` at start-up.
 The calls are synchronous (one HTTP request), so there is nothing to resume after a crash.
@@ -33,6 +36,7 @@ from darkroom.providers.base import (
     ProviderError,
     ProviderRequest,
     ProviderResult,
+    ProviderUnavailable,
     TaskTypeSpec,
 )
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
@@ -48,6 +52,7 @@ from darkroom.providers.specs import (
 
 DEFAULT_MODEL = "gpt-image-1"
 _FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
+_BILLING_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Image inputs for edits: PNG, JPEG or WebP, each under 50 MB (OpenAI API reference, images/edits).
 _CAPABILITIES = MappingProxyType(
@@ -76,6 +81,7 @@ class OpenAIProvider:
             settings.openai_base_url,
             RetryPolicy.from_settings(settings),
             headers={"Authorization": f"Bearer {settings.openai_api_key}"},
+            refuse=_billing_error,
         )
         self.limit = ConcurrencyLimit(settings.openai_concurrency)
 
@@ -145,14 +151,31 @@ class OpenAIProvider:
         return items
 
     def _raise(self, response: httpx.Response) -> None:
-        try:
-            error = response.json().get("error") or {}
-        except (ValueError, AttributeError):
-            error = {}
-        code = error.get("code") if isinstance(error, dict) else None
+        error = _error_of(response)
+        code = error.get("code")
         if code in _FILTER_CODES:
             raise ContentFiltered(f"OpenAI refused the request: {error.get('message') or code}")
         raise error_for_status(self.name, response)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _billing_error(response: httpx.Response) -> ProviderError | None:
+    """429 insufficient_quota / billing_hard_limit_reached: no retry will help, fail over now."""
+    error = _error_of(response)
+    code = error.get("code") or error.get("type")
+    if code not in _BILLING_CODES:
+        return None
+    return ProviderUnavailable(
+        f"OpenAI refused the request: the API account has no quota left ({code}). The operator "
+        f"must add credit or raise the spending limit. {str(error.get('message') or '')[:200]}".strip()
+    )

@@ -56,6 +56,11 @@ class FakeReplicate:
             )
         if step == "500":
             return JSONResponse({"detail": "boom"}, status_code=500)
+        if step == "402":
+            return JSONResponse(
+                {"title": "Payment Required", "detail": "You have run out of credit.", "status": 402},
+                status_code=402,
+            )
         pid = secrets.token_hex(8)
         outcome = self.script.next("outcome")
         prediction: dict[str, Any] = {

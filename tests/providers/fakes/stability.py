@@ -63,6 +63,11 @@ class FakeStability:
             )
         if step == "500":
             return JSONResponse({"name": "internal_error", "errors": ["boom"]}, status_code=500)
+        if step == "402":
+            return JSONResponse(
+                {"id": "p1", "name": "payment_required", "errors": ["lack sufficient credits"]},
+                status_code=402,
+            )
         if step == "malformed":
             return PlainTextResponse("not json")
         if request.path_params["op"] == "replace-background-and-relight":
