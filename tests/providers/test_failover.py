@@ -182,7 +182,7 @@ async def test_stability_out_of_credit_402_fails_over_at_once(
 async def test_quota_message_tells_the_operator(
     external_app: ExternalApp, fakes: tuple[FakeOpenAI, FakeStability, dict[str, object]]
 ) -> None:
-    openai, stability, settings = fakes
+    openai, _stability, settings = fakes
     openai.script.push("/v1/images/generations", "insufficient_quota")
     async with external_app(**{**settings, "routes": {"text_to_image": ["openai"]}}) as client:
         headers = await register(client)
