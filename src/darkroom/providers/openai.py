@@ -40,6 +40,7 @@ from darkroom.providers.base import (
     TaskTypeSpec,
 )
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
+from darkroom.providers.limits import check_request
 from darkroom.providers.outputs import decode_b64, output_image
 from darkroom.providers.specs import (
     BACKGROUND_REMOVAL,
@@ -54,12 +55,17 @@ DEFAULT_MODEL = "gpt-image-1"
 _FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
 _BILLING_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-# Image inputs for edits: PNG, JPEG or WebP, each under 50 MB (OpenAI API reference, images/edits).
+# Image inputs for GPT image edits (OpenAI API reference, images/edits): up to 16 images, PNG,
+# JPEG or WebP, each under 50 MB; the mask is a PNG of the first image's size. A cut-out sends
+# one image per request (all inputs of one edit become one picture).
+_EDIT_BYTES = 50 * 1024 * 1024 - 1
 _CAPABILITIES = MappingProxyType(
     {
         TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
-        CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_input_bytes=50 * 1024 * 1024),
-        BACKGROUND_REMOVAL: BACKGROUND_REMOVAL_SPEC,
+        CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_inputs=16, max_input_bytes=_EDIT_BYTES),
+        BACKGROUND_REMOVAL: dataclasses.replace(
+            BACKGROUND_REMOVAL_SPEC, max_inputs=1, max_input_bytes=_EDIT_BYTES
+        ),
     }
 )
 _CUTOUT_PROMPT = (
@@ -89,6 +95,7 @@ class OpenAIProvider:
         return _CAPABILITIES
 
     async def run(self, request: ProviderRequest, progress: ProgressCallback) -> ProviderResult:
+        check_request(_CAPABILITIES.get(request.task_type), request, self.name)
         async with self.limit:
             await progress(5)
             if request.task_type == TEXT_TO_IMAGE:

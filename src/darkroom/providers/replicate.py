@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ from darkroom.providers.base import (
 )
 from darkroom.providers.download import DownloadPolicy, SafeDownloader
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
+from darkroom.providers.limits import check_request
 from darkroom.providers.outputs import output_image
 from darkroom.providers.specs import (
     ASPECT_RATIOS,
@@ -57,7 +59,12 @@ from darkroom.providers.specs import (
     TEXT_TO_IMAGE_SPEC,
 )
 
-_SPECS = {TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC, CUSTOM: CUSTOM_SPEC, BACKGROUND_REMOVAL: BACKGROUND_REMOVAL_SPEC}
+# Limits depend on the configured model; what we send does not: one input image (plus the mask).
+_SPECS = {
+    TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
+    CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_inputs=1),
+    BACKGROUND_REMOVAL: dataclasses.replace(BACKGROUND_REMOVAL_SPEC, max_inputs=1),
+}
 _DONE = ("succeeded", "failed", "canceled", "aborted")
 _FILTERED = re.compile(r"nsfw|sensitive|safety|content policy|flagged", re.I)
 _PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -110,6 +117,7 @@ class ReplicateProvider:
         model = self.models.get(request.task_type)
         if model is None:
             raise InvalidInput(f"replicate has no model configured for {request.task_type}.")
+        check_request(_SPECS.get(request.task_type), request, self.name)
         async with self.limit:
             if request.resume_id is not None:
                 prediction = await self._get(request.resume_id, None)

@@ -70,10 +70,15 @@ class FakeStability:
             )
         if step == "malformed":
             return PlainTextResponse("not json")
-        if request.path_params["op"] == "replace-background-and-relight":
+        if request.path_params["op"] == "replace-background-and-relight" or step == "async":
             gid = secrets.token_hex(32)
             self.results[gid] = 0
             return JSONResponse({"id": gid})
+        if step == "bytes" or step == "bytes-filtered":  # what Accept: image/* gets
+            reason = "CONTENT_FILTERED" if step == "bytes-filtered" else "SUCCESS"
+            return Response(
+                png(20, 20), media_type="image/png", headers={"finish-reason": reason, "seed": "1"}
+            )
         return JSONResponse(_image_body())
 
     async def result(self, request: Request) -> Response:
