@@ -276,3 +276,36 @@ async def test_out_of_credit_402_is_unavailable_and_not_retried(
         assert "402" in task["errorMessage"] and "credit" in task["errorMessage"]
         assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
     assert len(fake.creates) == 1
+
+
+@pytest.mark.parametrize("step", ["500-after-create", "slow-after-create"])
+async def test_a_create_whose_answer_is_lost_is_reconciled_not_repeated(
+    external_app: ExternalApp, fake: FakeReplicate, step: str
+) -> None:
+    fake.script.push("create", step)
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "only once", "seed": 1})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed", task
+        [pid] = fake.predictions  # one prediction: the create was not sent again
+        assert task["aiTaskId"] == pid
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+    assert len(fake.creates) == 1
+    listing = [r for r in fake.requests if r.method == "GET" and r.path == "/v1/predictions"]
+    assert len(listing) == 1 and listing[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_a_5xx_on_create_with_nothing_created_fails_over_without_a_resend(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    fake.script.push("create", "500")
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "failed" and task["errorCode"] == "provider_unavailable", task
+        assert "none was created" in task["errorMessage"]
+        assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
+    assert len(fake.creates) == 1 and fake.predictions == {}
+    assert len([r for r in fake.requests if r.method == "GET" and r.path == "/v1/predictions"]) == 2
