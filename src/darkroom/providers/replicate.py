@@ -22,7 +22,11 @@ Wire format (Replicate HTTP API reference, https://replicate.com/docs/reference/
 * File inputs are sent as ``data:`` URIs (accepted by the API for files up to a few MB).
 * Webhooks (optional, ``REPLICATE_WEBHOOK_URL``): Replicate POSTs the prediction to
   ``/api/webhooks/replicate``; the endpoint verifies the signature and hands the prediction to the
-  waiting run in this process, which then stops polling early. Polling stays the fallback.
+  run waiting in the same process, or else stores it in the database (``providers.callbacks``),
+  where the run waiting in any other process (a Dramatiq worker) finds it: it checks there every
+  ``poll_interval`` — one primary-key read — and, with webhooks on, asks Replicate itself only
+  every :data:`WEBHOOK_POLL_EVERY` intervals. The run then finishes through the worker's usual
+  conditional finish, so credits are captured once. Polling Replicate stays the fallback.
 
 The prediction id is stored through ``request.checkpoint`` right after the create, before
 waiting, so a restarted worker resumes the same prediction (``resume_id``) instead of paying again.
@@ -55,6 +59,7 @@ from darkroom.providers.base import (
     ProviderUnavailable,
     TaskTypeSpec,
 )
+from darkroom.providers.callbacks import CallbackStore
 from darkroom.providers.download import DownloadPolicy, SafeDownloader
 from darkroom.providers.http import (
     ConcurrencyLimit,
@@ -78,6 +83,8 @@ from darkroom.providers.specs import (
 
 # Limits depend on the configured model; what we send does not: one input image (plus the mask).
 log = logging.getLogger(__name__)
+
+WEBHOOK_POLL_EVERY = 5
 
 _SPECS = {
     TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
@@ -142,6 +149,11 @@ class ReplicateProvider:
         self.limit = ConcurrencyLimit(settings.replicate_concurrency)
         self._pushed: dict[str, dict[str, Any]] = {}
         self._events: dict[str, asyncio.Event] = {}
+        self.callbacks: CallbackStore | None = None
+
+    def bind_callbacks(self, store: CallbackStore) -> None:
+        """Where webhooks received by any process of this deployment are stored."""
+        self.callbacks = store
 
     def capabilities(self) -> Mapping[str, TaskTypeSpec]:
         return MappingProxyType({t: _SPECS[t] for t in self.models})
@@ -257,6 +269,7 @@ class ReplicateProvider:
         pid = prediction["id"]
         event = self._events.setdefault(pid, asyncio.Event())
         deadline = time.monotonic() + self.policy.deadline
+        ticks = 0
         try:
             while prediction.get("status") not in _DONE:
                 with_progress = _PERCENT.findall(str(prediction.get("logs") or ""))
@@ -270,7 +283,13 @@ class ReplicateProvider:
                     await asyncio.wait_for(event.wait(), self.policy.poll_interval)
                 pushed = self._pushed.pop(pid, None)
                 event.clear()
-                prediction = pushed if pushed is not None else await self._get(pid, prediction)
+                if pushed is None:
+                    pushed = await self._stored(pid)
+                ticks += 1
+                if pushed is not None:
+                    prediction = {**prediction, **pushed}
+                elif self.callbacks is None or not self.webhook_url or ticks % WEBHOOK_POLL_EVERY == 0:
+                    prediction = await self._get(pid, prediction)
         finally:
             self._events.pop(pid, None)
             self._pushed.pop(pid, None)
@@ -283,6 +302,16 @@ class ReplicateProvider:
         if status == "failed":
             raise ProviderError(f"The Replicate prediction failed: {error[:300] or 'no reason given'}")
         raise ProviderError(f"The Replicate prediction was {status}.")
+
+    async def _stored(self, pid: str) -> dict[str, Any] | None:
+        """A webhook for ``pid`` that another process received (None when there is none)."""
+        if self.callbacks is None:
+            return None
+        try:
+            return await self.callbacks.take(pid)
+        except Exception:  # the database is away for a moment: polling Replicate still works
+            log.warning("could not read stored webhooks", exc_info=True)
+            return None
 
     async def _outputs(self, prediction: dict[str, Any]) -> list[Any]:
         output = prediction.get("output")
