@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select, update
 
@@ -213,6 +214,24 @@ def _signed(body: bytes, *, secret: str = SECRET, stamp: int | None = None) -> d
     }
 
 
+async def _finished_hook(client: httpx.AsyncClient, fake: FakeReplicate, task_id: str) -> tuple[str, bytes]:
+    """Once the task stored its prediction id: the body of the webhook saying it succeeded."""
+
+    async def stored() -> bool:
+        return (await task_row(client, task_id)).ai_task_id is not None
+
+    await _until(stored)
+    [pid] = fake.predictions
+    finished = {
+        "id": pid,
+        "status": "succeeded",
+        "output": [f"{fake.base}/files/{pid}_0.png"],
+        "error": None,
+        "logs": "100%|##########|",
+    }
+    return pid, json.dumps(finished).encode()
+
+
 async def test_a_verified_webhook_finishes_the_prediction(
     external_app: ExternalApp, fake: FakeReplicate
 ) -> None:
@@ -227,19 +246,7 @@ async def test_a_verified_webhook_finishes_the_prediction(
         r = await submit(client, headers, "text_to_image", [], {"prompt": "hooked"})
         task_id = r.json()["data"]["id"]
 
-        async def stored() -> bool:
-            return (await task_row(client, task_id)).ai_task_id is not None
-
-        await _until(stored)
-        [pid] = fake.predictions
-        finished = {
-            "id": pid,
-            "status": "succeeded",
-            "output": [f"{fake.base}/files/{pid}_0.png"],
-            "error": None,
-            "logs": "100%|##########|",
-        }
-        body = json.dumps(finished).encode()
+        _pid, body = await _finished_hook(client, fake, task_id)
         hook = "/api/webhooks/replicate"
 
         bad = await client.post(hook, content=body, headers=_signed(body, secret="whsec_" + "A" * 44))
@@ -336,19 +343,7 @@ async def test_a_webhook_received_by_the_api_reaches_the_worker_in_another_proce
         try:
             run = asyncio.create_task(TaskRunner(worker_ctx, "worker-elsewhere").run(task_id))
 
-            async def stored() -> bool:
-                return (await task_row(client, task_id)).ai_task_id is not None
-
-            await _until(stored)
-            [pid] = fake.predictions
-            finished = {
-                "id": pid,
-                "status": "succeeded",
-                "output": [f"{fake.base}/files/{pid}_0.png"],
-                "error": None,
-                "logs": "100%|##########|",
-            }
-            body = json.dumps(finished).encode()
+            pid, body = await _finished_hook(client, fake, task_id)
             hook = await client.post("/api/webhooks/replicate", content=body, headers=_signed(body))
             assert hook.status_code == 200, hook.text
             assert hook.json()["data"] == {"delivered": False, "recorded": True}

@@ -305,7 +305,7 @@ class ReplicateProvider:
 
     async def _stored(self, pid: str) -> dict[str, Any] | None:
         """A webhook for ``pid`` that another process received (None when there is none)."""
-        if self.callbacks is None:
+        if self.callbacks is None or not self.webhook_url:  # webhooks off: nothing to read
             return None
         try:
             return await self.callbacks.take(pid)
