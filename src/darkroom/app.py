@@ -30,6 +30,7 @@ from darkroom.events.tail import tail_events
 from darkroom.health import router as health_router
 from darkroom.middleware import ContentLengthGuard
 from darkroom.providers.base import Provider
+from darkroom.providers.callbacks import bind_database
 from darkroom.providers.endpoints import router as provider_webhooks_router
 from darkroom.providers.factory import external_providers
 from darkroom.providers.local import LocalProvider
@@ -84,6 +85,7 @@ def build_context(settings: Settings, providers: Sequence[Provider] | None = Non
         routes=settings.routes,
         fallback=settings.provider_fallback,
     )
+    bind_database(registry.providers, db)  # webhooks reach waiting runs in any process
     return AppContext(settings=settings, db=db, storage=storage, registry=registry)
 
 

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
         10, gt=0, validation_alias=_env("DARKROOM_REAPER_INTERVAL_SECONDS")
     )
     max_claims: int = Field(5, ge=1, validation_alias=_env("DARKROOM_MAX_CLAIMS"))
+    orphan_sweep_after_seconds: float = Field(
+        3600, ge=0, validation_alias=_env("DARKROOM_ORPHAN_SWEEP_AFTER_SECONDS")
+    )
 
     # -- live events and web pages -------------------------------------------------------------
     sse_keepalive_seconds: float = Field(15, gt=0, validation_alias=_env("DARKROOM_SSE_KEEPALIVE_SECONDS"))

@@ -81,11 +81,11 @@ async def get_current_user(
             )
         web_session.check_csrf_header(request)
         token = cookie
-    user_id = decode_token(token, ctx.settings.secret_key)
+    claims = decode_token(token, ctx.settings.secret_key)
     if shared is not None:
-        return await auth_service.get_active_user(shared, user_id)
+        return await auth_service.get_active_user(shared, claims)
     async with ctx.db.transaction(write=False) as session:
-        return await auth_service.get_active_user(session, user_id)
+        return await auth_service.get_active_user(session, claims)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

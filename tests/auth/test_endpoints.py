@@ -92,3 +92,38 @@ async def test_tokens_missing_expired_forged(client: httpx.AsyncClient) -> None:
     ):
         r = await client.get("/api/me", headers={"Authorization": f"Bearer {bad}"})
         assert r.status_code == 401 and r.json()["code"] == code, (bad, r.text)
+
+
+async def test_logout_revokes_every_token_of_the_account(client: httpx.AsyncClient) -> None:
+    email = unique_email("logout")
+    first = (await register(client, email, "s3cret-pass"))["Authorization"].removeprefix("Bearer ")
+    r = await client.post("/api/auth/login", json={"email": email, "password": "s3cret-pass"})
+    second = r.json()["data"]["accessToken"]
+    for token in (first, second):
+        assert (await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+
+    r = await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {first}"})
+    assert r.status_code == 200 and r.json()["success"] is True
+
+    for token in (first, second):  # both stop working, on reads and on writes
+        for method, path in (("GET", "/api/me"), ("GET", "/api/tasks"), ("POST", "/api/auth/logout")):
+            r = await client.request(method, path, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401, (method, path)
+            assert r.json()["code"] == "token_revoked"
+    r = await client.post("/api/auth/login", json={"email": email, "password": "s3cret-pass"})
+    fresh = r.json()["data"]["accessToken"]
+    assert (await client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"})).status_code == 200
+
+
+async def test_a_token_from_before_versions_counts_as_version_zero(client: httpx.AsyncClient) -> None:
+    from darkroom.auth.security import ALGORITHM
+
+    token = (await register(client, unique_email("oldtoken")))["Authorization"].removeprefix("Bearer ")
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    del claims["ver"]
+    old = jwt.encode(claims, ctx.settings.secret_key, algorithm=ALGORITHM)
+    assert (await client.get("/api/me", headers={"Authorization": f"Bearer {old}"})).status_code == 200
+    await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {old}"})
+    r = await client.get("/api/me", headers={"Authorization": f"Bearer {old}"})
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"

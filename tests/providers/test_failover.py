@@ -35,7 +35,17 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeStability, dict[str, ob
         yield openai, stability, settings
 
 
-@pytest.mark.parametrize(("steps", "openai_requests"), [(["500"] * 3, 3), (["429-long"], 1), (["slow"], 1)])
+@pytest.mark.parametrize(
+    ("steps", "openai_requests"),
+    [
+        (["500"] * 3, 3),
+        (["429-long"], 1),
+        (["slow"], 1),
+        # out of money at OpenAI: a 429 that no retry can cure, so not retried
+        (["insufficient_quota", "insufficient_quota", "insufficient_quota"], 1),
+        (["billing_hard_limit_reached"] * 3, 1),
+    ],
+)
 async def test_next_provider_serves_the_task_when_the_first_is_down(
     external_app: ExternalApp,
     fakes: tuple[FakeOpenAI, FakeStability, dict[str, object]],
@@ -152,3 +162,33 @@ async def test_falling_over_cancels_the_abandoned_prediction(
     [pid] = replicate.predictions
     assert replicate.predictions[pid]["status"] == "canceled"
     assert len(replicate.creates) == 1 and len(openai.requests) == 1
+
+
+async def test_stability_out_of_credit_402_fails_over_at_once(
+    external_app: ExternalApp, fakes: tuple[FakeOpenAI, FakeStability, dict[str, object]]
+) -> None:
+    openai, stability, settings = fakes
+    stability.script.push("/v2beta/stable-image/generate/core", "402", "402", "402")
+    settings = {**settings, "routes": {"text_to_image": ["stability", "openai"]}}
+    async with external_app(**settings) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "a kite"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed" and task["aiProvider"] == "openai", task
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+    assert len(stability.requests) == 1 and len(openai.requests) == 1
+
+
+async def test_quota_message_tells_the_operator(
+    external_app: ExternalApp, fakes: tuple[FakeOpenAI, FakeStability, dict[str, object]]
+) -> None:
+    openai, _stability, settings = fakes
+    openai.script.push("/v1/images/generations", "insufficient_quota")
+    async with external_app(**{**settings, "routes": {"text_to_image": ["openai"]}}) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "a kite"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "failed" and task["errorCode"] == "provider_unavailable", task
+        assert "insufficient_quota" in task["errorMessage"] and "operator" in task["errorMessage"]
+        assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
+    assert len(openai.requests) == 1

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import socket
 import time
 
 import httpx
 import pytest
 
-from darkroom.providers.http import RetryPolicy, error_for_status, parse_retry_after
+from darkroom.providers.base import ProviderUnavailable
+from darkroom.providers.http import (
+    MaybeAccepted,
+    ProviderHttp,
+    RetryPolicy,
+    error_for_status,
+    parse_retry_after,
+)
 
 
 def test_retry_after_seconds_and_http_dates() -> None:
@@ -36,6 +45,7 @@ def test_backoff_is_jittered_within_exponential_bounds() -> None:
         (400, "invalid_input"),
         (404, "invalid_input"),
         (401, "provider_unavailable"),
+        (402, "provider_unavailable"),
         (403, "provider_unavailable"),
         (408, "timeout"),
         (429, "rate_limited"),
@@ -50,3 +60,44 @@ def test_status_codes_map_onto_the_error_tree(status: int, code: str) -> None:
     assert error.code == code and "nope" in error.message
     if status == 429:
         assert error.retry_after == 7 and "retry after 7 s" in error.message
+
+
+async def test_a_create_is_not_replayed_once_it_may_have_been_received() -> None:
+    """A loopback server that reads each request and hangs up without answering."""
+    hits = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal hits
+        hits += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = ProviderHttp("acme", f"http://127.0.0.1:{port}", RetryPolicy(backoff=0.01, retries=2))
+    try:
+        with pytest.raises(MaybeAccepted):
+            await http.send("POST", "/predictions", json={"input": {}}, replay=False)
+        assert hits == 1
+        # a create the caller allows to be replayed (a synchronous image request) is retried
+        with pytest.raises(ProviderUnavailable) as caught:
+            await http.send("POST", "/images", json={})
+        assert not isinstance(caught.value, MaybeAccepted) and hits == 4
+    finally:
+        await http.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_refused_connection_is_retried_even_for_a_create() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connect is refused, nothing was sent
+    http = ProviderHttp("acme", f"http://127.0.0.1:{port}", RetryPolicy(backoff=0.01, retries=2))
+    try:
+        with pytest.raises(ProviderUnavailable, match="cannot be reached") as caught:
+            await http.send("POST", "/predictions", json={}, replay=False)
+        assert not isinstance(caught.value, MaybeAccepted)
+    finally:
+        await http.aclose()

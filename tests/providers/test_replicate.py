@@ -11,10 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from darkroom.models import Task, TaskStatus
+from darkroom.app import build_context
+from darkroom.models import ProviderCallback, Task, TaskStatus
+from darkroom.providers.replicate import ReplicateProvider
 from darkroom.providers.webhooks import sign
 from darkroom.tasks.jobs import TaskRunner
 from tests.providers.conftest import ExternalApp, ledger, task_row
@@ -211,6 +214,24 @@ def _signed(body: bytes, *, secret: str = SECRET, stamp: int | None = None) -> d
     }
 
 
+async def _finished_hook(client: httpx.AsyncClient, fake: FakeReplicate, task_id: str) -> tuple[str, bytes]:
+    """Once the task stored its prediction id: the body of the webhook saying it succeeded."""
+
+    async def stored() -> bool:
+        return (await task_row(client, task_id)).ai_task_id is not None
+
+    await _until(stored)
+    [pid] = fake.predictions
+    finished = {
+        "id": pid,
+        "status": "succeeded",
+        "output": [f"{fake.base}/files/{pid}_0.png"],
+        "error": None,
+        "logs": "100%|##########|",
+    }
+    return pid, json.dumps(finished).encode()
+
+
 async def test_a_verified_webhook_finishes_the_prediction(
     external_app: ExternalApp, fake: FakeReplicate
 ) -> None:
@@ -225,19 +246,7 @@ async def test_a_verified_webhook_finishes_the_prediction(
         r = await submit(client, headers, "text_to_image", [], {"prompt": "hooked"})
         task_id = r.json()["data"]["id"]
 
-        async def stored() -> bool:
-            return (await task_row(client, task_id)).ai_task_id is not None
-
-        await _until(stored)
-        [pid] = fake.predictions
-        finished = {
-            "id": pid,
-            "status": "succeeded",
-            "output": [f"{fake.base}/files/{pid}_0.png"],
-            "error": None,
-            "logs": "100%|##########|",
-        }
-        body = json.dumps(finished).encode()
+        _pid, body = await _finished_hook(client, fake, task_id)
         hook = "/api/webhooks/replicate"
 
         bad = await client.post(hook, content=body, headers=_signed(body, secret="whsec_" + "A" * 44))
@@ -247,7 +256,7 @@ async def test_a_verified_webhook_finishes_the_prediction(
         tampered = await client.post(hook, content=body + b" ", headers=_signed(body))
         assert tampered.status_code == 401
         ok = await client.post(hook, content=body, headers=_signed(body))
-        assert ok.status_code == 200 and ok.json()["data"] == {"delivered": True}, ok.text
+        assert ok.status_code == 200 and ok.json()["data"] == {"delivered": True, "recorded": False}, ok.text
 
         task = await wait_for(client, headers, task_id)
         assert task["status"] == "completed", task
@@ -262,3 +271,107 @@ async def test_webhook_endpoint_without_a_secret_is_not_found(
     async with external_app(**_settings(fake)) as client:
         r = await client.post("/api/webhooks/replicate", content=b"{}", headers=_signed(b"{}"))
         assert r.status_code == 404 and r.json()["code"] == "webhook_not_configured"
+
+
+async def test_out_of_credit_402_is_unavailable_and_not_retried(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    fake.script.push("create", "402", "402", "402")
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "failed" and task["errorCode"] == "provider_unavailable", task
+        assert "402" in task["errorMessage"] and "credit" in task["errorMessage"]
+        assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
+    assert len(fake.creates) == 1
+
+
+@pytest.mark.parametrize("step", ["500-after-create", "slow-after-create"])
+async def test_a_create_whose_answer_is_lost_is_reconciled_not_repeated(
+    external_app: ExternalApp, fake: FakeReplicate, step: str
+) -> None:
+    fake.script.push("create", step)
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "only once", "seed": 1})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed", task
+        [pid] = fake.predictions  # one prediction: the create was not sent again
+        assert task["aiTaskId"] == pid
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+    assert len(fake.creates) == 1
+    listing = [r for r in fake.requests if r.method == "GET" and r.path == "/v1/predictions"]
+    assert len(listing) == 1 and listing[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_a_5xx_on_create_with_nothing_created_fails_over_without_a_resend(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    fake.script.push("create", "500")
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "failed" and task["errorCode"] == "provider_unavailable", task
+        assert "none was created" in task["errorMessage"]
+        assert await ledger(client, headers) == (20, ["release", "reserve", "grant"])
+    assert len(fake.creates) == 1 and fake.predictions == {}
+    assert len([r for r in fake.requests if r.method == "GET" and r.path == "/v1/predictions"]) == 2
+
+
+async def test_a_webhook_received_by_the_api_reaches_the_worker_in_another_process(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    """Scale-out: the API process (no workers) receives the webhook; the worker that waits on the
+    prediction has its own context — engine, storage, provider instances — on the same database."""
+    fake.script.push("outcome", "hold")  # polling Replicate alone would never finish it
+    settings = _settings(
+        fake,
+        replicate_webhook_url="https://darkroom.example/api/webhooks/replicate",
+        replicate_webhook_secret=SECRET,
+    )
+    async with external_app(**settings, run_workers=False) as client:
+        api_ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "far away"})
+        task_id = r.json()["data"]["id"]
+
+        worker_provider = ReplicateProvider(api_ctx.settings)
+        worker_ctx = build_context(api_ctx.settings, [worker_provider])
+        assert worker_ctx.db is not api_ctx.db
+        try:
+            run = asyncio.create_task(TaskRunner(worker_ctx, "worker-elsewhere").run(task_id))
+
+            pid, body = await _finished_hook(client, fake, task_id)
+            hook = await client.post("/api/webhooks/replicate", content=body, headers=_signed(body))
+            assert hook.status_code == 200, hook.text
+            assert hook.json()["data"] == {"delivered": False, "recorded": True}
+            await asyncio.wait_for(run, 30)
+        finally:
+            await worker_provider.aclose()
+            await worker_ctx.db.dispose()
+
+        task = (await client.get(f"/api/tasks/{task_id}", headers=headers)).json()["data"]
+        assert task["status"] == "completed" and task["aiTaskId"] == pid, task
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+        async with api_ctx.db.transaction(write=False) as session:  # taken, not left behind
+            assert await session.scalar(select(func.count()).select_from(ProviderCallback)) == 0
+    assert fake.predictions[pid]["status"] in ("starting", "processing")  # never done at Replicate
+    assert len(fake.creates) == 1
+
+
+async def test_with_webhooks_on_but_none_arriving_polling_still_finishes(
+    external_app: ExternalApp, fake: FakeReplicate
+) -> None:
+    settings = _settings(
+        fake,
+        replicate_webhook_url="https://darkroom.example/api/webhooks/replicate",
+        replicate_webhook_secret=SECRET,
+    )
+    async with external_app(**settings) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "lost hook"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed", task
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])

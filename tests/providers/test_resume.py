@@ -75,7 +75,9 @@ async def test_stability_resumes_the_stored_generation(external_app: ExternalApp
         }
         async with external_app(**settings) as client:
             headers = await register(client)
-            r = await submit(client, headers, "custom", [photo(40, 30)], {"prompt": "a beach"})
+            # an asynchronous answer ({"id": …}, polled at /v2beta/results/{id})
+            fake.script.push("/v2beta/stable-image/generate/sd3", "async")
+            r = await submit(client, headers, "custom", [photo(96, 64)], {"prompt": "a beach"})
             task_id = r.json()["data"]["id"]
             stored = await _die_after_checkpoint(client, task_id)
             assert list(fake.results) == [stored]

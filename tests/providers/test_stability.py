@@ -61,21 +61,40 @@ async def test_generate_core_is_multipart_with_json_accept(
     assert second.form["seed"] == ["8"]
 
 
-async def test_async_edit_stores_the_generation_id_then_polls_results(
+async def test_edit_without_a_mask_is_sd3_image_to_image(
     external_app: ExternalApp, fake: FakeStability
 ) -> None:
+    source = photo(96, 64)
     async with external_app(**_settings(fake)) as client:
         headers = await register(client)
-        r = await submit(client, headers, "custom", [photo(60, 40)], {"prompt": "on a beach at sunset"})
+        r = await submit(client, headers, "custom", [source], {"prompt": "make it winter", "seed": 5})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed" and task["aiModel"] == "sd3", task
+        assert await ledger(client, headers) == (16, ["capture", "reserve", "grant"])
+    [edit] = fake.requests
+    assert edit.path == "/v2beta/stable-image/generate/sd3"
+    assert edit.form == {
+        "output_format": ["png"],
+        "seed": ["5"],
+        "mode": ["image-to-image"],
+        "prompt": ["make it winter"],
+        "strength": ["0.7"],
+    }
+    assert [(f[1], f[2]) for f in edit.files["image"]] == [("image/jpeg", source)]
+
+
+async def test_an_asynchronous_answer_stores_the_generation_id_then_polls_results(
+    external_app: ExternalApp, fake: FakeStability
+) -> None:
+    fake.script.push("/v2beta/stable-image/generate/sd3", "async")
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "custom", [photo(96, 64)], {"prompt": "on a beach at sunset"})
         task = await wait_for(client, headers, r.json()["data"]["id"])
         assert task["status"] == "completed", task
         row = await task_row(client, task["id"])
     [gid] = fake.results
     assert row.ai_task_id == gid and len(gid) == 64
-    create = fake.requests[0]
-    assert create.path == "/v2beta/stable-image/edit/replace-background-and-relight"
-    assert create.form["background_prompt"] == ["on a beach at sunset"]
-    assert create.files["subject_image"][0][1] == "image/jpeg"
     polls = [r for r in fake.requests if r.path == f"/v2beta/results/{gid}"]
     assert len(polls) == fake.polls_before_done + 1
 
@@ -88,10 +107,10 @@ async def test_inpaint_with_a_mask_and_cloud_background_removal(
     async with external_app(**_settings(fake)) as client:
         headers = await register(client)
         r = await submit(
-            client, headers, "custom", [photo(64, 48), _mask(64, 48)], {"prompt": "a hat", "mask": True}
+            client, headers, "custom", [photo(96, 64), _mask(96, 64)], {"prompt": "a hat", "mask": True}
         )
         assert (await wait_for(client, headers, r.json()["data"]["id"]))["status"] == "completed"
-        r = await submit(client, headers, "background_removal", [photo(64, 48)])
+        r = await submit(client, headers, "background_removal", [photo(96, 64)])
         assert (await wait_for(client, headers, r.json()["data"]["id"]))["status"] == "completed"
     inpaint, cutout = fake.requests
     assert inpaint.path == "/v2beta/stable-image/edit/inpaint"
@@ -145,3 +164,76 @@ async def test_malformed_answer_is_a_provider_error(external_app: ExternalApp, f
         r = await submit(client, headers, "text_to_image", [], {"prompt": "x"})
         task = await wait_for(client, headers, r.json()["data"]["id"])
         assert task["status"] == "failed" and task["errorCode"] == "provider_error", task
+
+
+async def test_style_transfer_with_a_style_image_is_control_style_transfer(
+    external_app: ExternalApp, fake: FakeStability
+) -> None:
+    content, style = photo(96, 64), photo(80, 80, "PNG")
+    async with external_app(**_settings(fake, routes={"style_transfer": ["stability"]})) as client:
+        types = {t["taskType"]: t for t in (await client.get("/api/task-types")).json()["data"]}
+        assert types["style_transfer"]["providers"] == ["stability"]
+        headers = await register(client)
+        r = await submit(client, headers, "style_transfer", [content, style], {"strength": 0.6})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed", task
+        assert task["aiProvider"] == "stability" and task["aiModel"] == "style-transfer"
+        assert await ledger(client, headers) == (20 - 2, ["capture", "reserve", "grant"])
+    [sent] = fake.requests
+    assert sent.path == "/v2beta/stable-image/control/style-transfer"
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.form == {"output_format": ["png"], "style_strength": ["0.6"]}
+    assert [f[2] for f in sent.files["init_image"]] == [content]
+    assert [f[2] for f in sent.files["style_image"]] == [style]
+
+
+async def test_named_style_is_control_structure_with_a_prompt_naming_it(
+    external_app: ExternalApp, fake: FakeStability
+) -> None:
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "style_transfer", [photo(96, 64)], {"style": "stained_glass"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == "completed" and task["aiModel"] == "structure", task
+    [sent] = fake.requests
+    assert sent.path == "/v2beta/stable-image/control/structure"
+    assert set(sent.files) == {"image"}
+    assert "stained glass" in sent.form["prompt"][0]
+    assert sent.form["control_strength"] == ["0.60"] and sent.form["output_format"] == ["png"]
+
+
+@pytest.mark.parametrize(
+    ("step", "status", "code"),
+    [("bytes", "completed", None), ("bytes-filtered", "failed", "content_filtered")],
+)
+async def test_image_bytes_answers_with_a_finish_reason_header(
+    external_app: ExternalApp, fake: FakeStability, step: str, status: str, code: str | None
+) -> None:
+    fake.script.push("/v2beta/stable-image/generate/core", step)
+    async with external_app(**_settings(fake)) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "text_to_image", [], {"prompt": "a kite"})
+        task = await wait_for(client, headers, r.json()["data"]["id"])
+        assert task["status"] == status and task["errorCode"] == code, task
+        if status == "completed":
+            image = await client.get(task["resultUrls"][0])
+            assert image.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("image", "limit"),
+    [
+        (photo(600, 40), "64 px"),  # a side under Stability's minimum
+        (photo(400, 100), "aspect ratio"),  # 4:1, beyond 2.5:1
+    ],
+)
+async def test_inputs_beyond_stabilitys_limits_are_refused_before_any_charge(
+    external_app: ExternalApp, fake: FakeStability, image: bytes, limit: str
+) -> None:
+    async with external_app(**_settings(fake, routes={"custom": ["stability"]})) as client:
+        headers = await register(client)
+        r = await submit(client, headers, "custom", [image], {"prompt": "x"})
+        assert r.status_code == 422 and r.json()["code"] == "unsupported_input", r.text
+        assert "stability" in r.json()["message"] and limit in r.json()["message"]
+        assert await ledger(client, headers) == (20, ["grant"])
+    assert fake.requests == []

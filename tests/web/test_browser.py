@@ -176,7 +176,7 @@ def test_sign_up_upload_progress_download_fail_retry(
         page.wait_for_load_state()  # the slider's script runs once the page has loaded
         page.locator("#compare-range").fill("20")
         page.wait_for_function("document.getElementById('after-wrap').style.clipPath.includes('20%')")
-        expect(page.locator(".details")).to_contain_text("stained_glass")
+        expect(page.locator(".details")).to_contain_text("Style: Stained glass")
         shot(page, "05-task-compare-en")
         page.go_back()
 
@@ -259,6 +259,12 @@ def test_chinese_cancel_and_refusals(browser: Browser, idle_server: Server, tmp_
         two.write_bytes(photo(210, 150))
         page.set_input_files("#file-input", [str(one), str(two)])
         expect(page.locator("#file-list li")).to_have_count(2)
+        # Parameter values are named in Chinese (the API keeps the identifiers).
+        choose_type(page, "style_transfer")
+        expect(page.locator(".tile:has(input[value=stained_glass])")).to_contain_text("彩绘玻璃")
+        choose_type(page, "color_enhancement")
+        expect(page.locator("#param-enhancement option[value=vintage]")).to_have_text("复古")
+        page.locator("input[name=taskType]").first.check()  # back to the default type
         page.locator("#file-list button.remove").first.click()
         expect(page.locator("#file-list li")).to_have_count(1)
         expect(page.locator("#file-list")).to_contain_text("two.jpg")
@@ -295,6 +301,7 @@ def test_chinese_cancel_and_refusals(browser: Browser, idle_server: Server, tmp_
         expect(page.locator(".ledger")).to_contain_text("Refunded")
         page.locator("#lang-switch").click()
         expect(page.locator("h1")).to_have_text("积分")
+        expect(page.locator(".ledger")).to_contain_text("退还（第 1 次尝试）：已取消")
         shot(page, "15-credits-zh")
 
         # Log out: the studio asks for a login again.

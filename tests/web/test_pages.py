@@ -92,9 +92,13 @@ async def test_login_needs_the_csrf_token_and_the_cookie_session_works(client: h
 
     # Log out needs the token too; afterwards the studio asks for a login again.
     assert (await client.post("/logout", data={})).status_code == 403
+    session_token = client.cookies["darkroom_session"]
     out = await client.post("/logout", data={"csrf_token": token})
     assert out.status_code == 303
     assert (await client.get("/")).status_code == 303
+    # The session's token is revoked, not only forgotten: replayed, it is refused.
+    r = await client.get("/api/me", headers={"Authorization": f"Bearer {session_token}"})
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"
 
 
 async def test_login_form_errors_and_csrf(client: httpx.AsyncClient) -> None:
@@ -198,3 +202,51 @@ async def test_chinese_error_messages_keep_their_details(app_client) -> None:  #
     assert r.status_code == 402
     assert r.json()["code"] == "insufficient_credits"
     assert r.json()["message"] == "积分不足，需要 2 积分，当前只有 1 积分。"
+
+
+async def test_credits_page_shows_the_services_ledger_texts_in_chinese(client: httpx.AsyncClient) -> None:
+    from darkroom.credits import service as credits_service
+
+    token = await sign_up(client)
+    created = await client.post(
+        "/api/tasks",
+        data={"taskType": "color_enhancement"},
+        files=[("files", ("p.jpg", photo(), "image/jpeg"))],
+        headers={"X-CSRF-Token": token},
+    )
+    assert created.status_code == 201, created.text
+    task = created.json()["data"]
+    await wait_for(client, {}, task["id"])
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    me = (await client.get("/api/me")).json()["data"]["user"]
+    async with ctx.db.transaction() as session:  # a second attempt that failed, as the runner writes it
+        await credits_service.reserve(session, me["id"], task["id"], 2, 1, task["taskNo"])
+        await credits_service.release(session, me["id"], task["id"], 2, 1, task["taskNo"], "provider_error")
+        await credits_service.grant(session, me["id"], 3, "Welcome bonus from the operator")
+    r = await client.post("/locale", data={"locale": "zh-CN", "next": "/credits", "csrf_token": token})
+    assert r.status_code == 303
+    zh = (await client.get("/credits")).text
+    no = task["taskNo"]
+    assert f"为任务 {no} 预扣（第 1 次尝试）" in zh
+    assert f"任务 {no} 扣除 1 积分（第 1 次尝试）" in zh
+    assert f"任务 {no} 退还（第 2 次尝试）：AI 处理失败。" in zh
+    assert "注册赠送" in zh
+    assert "Welcome bonus from the operator" in zh  # an operator's own text is shown as written
+    assert "Reserved for task" not in zh and "Refunded for task" not in zh
+    await client.post("/locale", data={"locale": "en", "next": "/credits", "csrf_token": token})
+    en = (await client.get("/credits")).text
+    assert f"Refunded for task {no} (attempt 2): provider_error" in en
+
+
+def test_every_built_in_parameter_value_has_a_name_in_both_languages() -> None:
+    from darkroom.providers.local.specs import CAPABILITIES
+
+    for spec in CAPABILITIES.values():
+        for name, param in spec.parameters.items():
+            for value in param.allowed or ():
+                for locale in i18n.LOCALES:
+                    assert f"value.{name}.{value}" in i18n.UI[locale], (locale, name, value)
+    assert i18n.value_name("zh-CN", "style", "blue_impasto") == "蓝色厚涂"
+    assert i18n.value_name("en", "enhancement", "black_and_white") == "Black and white"
+    assert i18n.parameter_text("zh-CN", "preserve_color", True) == "保留原图颜色: 是"
+    assert i18n.parameter_text("en", "unknown_thing", "a_b") == "unknown thing: a b"

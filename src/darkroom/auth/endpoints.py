@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["auth"])
 
 
 def _token(ctx: Context, user: Any) -> dict[str, Any]:
-    issued = issue_token(user.id, ctx.settings.secret_key, ctx.settings.jwt_expires_in)
+    issued = issue_token(user.id, ctx.settings.secret_key, ctx.settings.jwt_expires_in, user.token_version)
     return TokenRead(
         user=UserRead.model_validate(user), access_token=issued.token, expires_in=issued.expires_in
     ).model_dump(by_alias=True, mode="json")
@@ -41,6 +41,14 @@ async def register(body: RegisterRequest, session: Session, ctx: Context) -> dic
 async def login(body: LoginRequest, session: Session, ctx: Context) -> dict[str, Any]:
     user = await service.authenticate(session, body.email, body.password)
     return ok(_token(ctx, user))
+
+
+@router.post("/auth/logout", response_model=Envelope[None])
+async def logout(user: CurrentUser, session: Session) -> dict[str, Any]:
+    """Log out everywhere: this token and every other access token of the account stop working
+    (browser sessions included). Log in again for a new one."""
+    await service.revoke_tokens(session, user.id)
+    return ok(None, "Logged out")
 
 
 @router.get("/me", response_model=Envelope[MeRead])

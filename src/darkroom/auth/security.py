@@ -38,14 +38,26 @@ class IssuedToken:
     expires_in: int
 
 
-def issue_token(user_id: str, secret: str, expires_in: int) -> IssuedToken:
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: str
+    version: int  # the user's token_version when it was issued; stale after a logout
+
+
+def issue_token(user_id: str, secret: str, expires_in: int, version: int = 0) -> IssuedToken:
     now = datetime.now(UTC)
-    payload = {"sub": user_id, "iat": now, "exp": now + timedelta(seconds=expires_in), "typ": "access"}
+    payload = {
+        "sub": user_id,
+        "iat": now,
+        "exp": now + timedelta(seconds=expires_in),
+        "typ": "access",
+        "ver": version,
+    }
     return IssuedToken(jwt.encode(payload, secret, algorithm=ALGORITHM), expires_in)
 
 
-def decode_token(token: str, secret: str) -> str:
-    """The user id in a valid token, or Unauthorized with a precise code."""
+def decode_token(token: str, secret: str) -> TokenClaims:
+    """The claims of a valid token, or Unauthorized with a precise code."""
     try:
         payload = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "iat"]}
@@ -55,6 +67,7 @@ def decode_token(token: str, secret: str) -> str:
     except jwt.PyJWTError:
         raise Unauthorized("The access token is not valid.", code="invalid_token") from None
     sub = payload.get("sub")
-    if not isinstance(sub, str) or payload.get("typ") != "access":
+    version = payload.get("ver", 0)  # tokens issued before versions existed count as version 0
+    if not isinstance(sub, str) or payload.get("typ") != "access" or type(version) is not int:
         raise Unauthorized("The access token is not valid.", code="invalid_token")
-    return sub
+    return TokenClaims(sub, version)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom.auth.security import hash_password, needs_rehash, verify_password
+from darkroom.auth.security import TokenClaims, hash_password, needs_rehash, verify_password
 from darkroom.credits import service as credits
 from darkroom.errors import Conflict, Unauthorized
 from darkroom.models import User, UserCredits
@@ -66,8 +66,15 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     return user
 
 
-async def get_active_user(session: AsyncSession, user_id: str) -> User:
-    user = await session.get(User, user_id)
+async def get_active_user(session: AsyncSession, claims: TokenClaims) -> User:
+    user = await session.get(User, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The access token is not valid.", code="invalid_token")
+    if user.token_version != claims.version:
+        raise Unauthorized("You have logged out; log in again.", code="token_revoked")
     return user
+
+
+async def revoke_tokens(session: AsyncSession, user_id: str) -> None:
+    """Log out everywhere: every access token issued so far stops working."""
+    await session.execute(update(User).where(User.id == user_id).values(token_version=User.token_version + 1))

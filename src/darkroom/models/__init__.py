@@ -2,6 +2,7 @@
 
 from darkroom.models.base import Base
 from darkroom.models.credit_transaction import CreditTransaction
+from darkroom.models.provider_callback import ProviderCallback
 from darkroom.models.task import ACTIVE_STATUSES, FINAL_STATUSES, Task, TaskStatus
 from darkroom.models.task_attempt import TaskAttempt
 from darkroom.models.task_event import TaskEvent
@@ -15,6 +16,7 @@ __all__ = [
     "FINAL_STATUSES",
     "Base",
     "CreditTransaction",
+    "ProviderCallback",
     "Task",
     "TaskAttempt",
     "TaskEvent",

@@ -17,3 +17,6 @@ class User(TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
     preferred_locale: Mapped[str | None] = mapped_column(String(16))
+    # Every access token carries the version it was issued at; logging out increments it, which
+    # revokes every token issued before (browser sessions and API tokens alike).
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")

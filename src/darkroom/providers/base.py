@@ -74,6 +74,11 @@ class TaskTypeSpec:
     max_input_bytes: int | None = None
     # True when the task takes a mask (with ``mask: true`` the last uploaded file is the mask).
     supports_mask: bool = False
+    # The provider's documented limits per input image (None: no limit of its own). Checked at
+    # submit against every provider of the routed chain (``providers.limits``).
+    max_pixels: int | None = None
+    min_side: int | None = None
+    max_aspect: float | None = None  # longer side / shorter side
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -62,12 +63,17 @@ from darkroom.providers.base import (
     TaskTypeSpec,
 )
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
+from darkroom.providers.limits import check_request
 from darkroom.providers.outputs import output_image
 from darkroom.providers.specs import CUSTOM, CUSTOM_SPEC, TEXT_TO_IMAGE, TEXT_TO_IMAGE_SPEC, size_of
 
 log = logging.getLogger(__name__)
 
-_SPECS = {TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC, CUSTOM: CUSTOM_SPEC}
+# The workflows edit one image and take no mask.
+_SPECS = {
+    TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
+    CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_inputs=1, supports_mask=False),
+}
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -125,6 +131,7 @@ class ComfyUIProvider:
         workflow = self.workflows.get(request.task_type)
         if workflow is None:
             raise InvalidInput(f"comfyui has no workflow for {request.task_type}.")
+        check_request(_SPECS.get(request.task_type), request, self.name)
         async with self.limit:
             client_id = uuid.uuid4().hex
             watch = _Watch(progress)

@@ -7,8 +7,17 @@
   backoff, or after the ``Retry-After`` the provider asked for. A ``Retry-After`` longer than
   ``DARKROOM_PROVIDER_MAX_RETRY_AFTER_SECONDS`` is not waited for: the error goes up at once so
   the next provider of the fallback chain can serve the task.
-* Connection failures (nothing was sent) are retried the same way.
-* What is left is mapped onto the provider error tree by :func:`error_for_status`.
+* Connection failures before anything was sent (connect refused or timed out) are retried the
+  same way.
+* ``replay=False`` marks a create whose duplicate would cost money and that the provider offers
+  no idempotency key for (a Replicate prediction). It is repeated only when the provider provably
+  did not take it: a failed connect, or a 429. After a 5xx, a timeout or a connection lost once
+  the request was on the wire, :class:`MaybeAccepted` is raised instead: the caller looks for
+  what it may have created (reconciles) rather than asking again.
+* ``refuse`` lets a provider name answers that are not worth retrying although their status
+  would be (OpenAI's 429 ``insufficient_quota``): they go up at once.
+* What is left is mapped onto the provider error tree by :func:`error_for_status`; 402 Payment
+  Required (no credit left at the provider) is ``provider_unavailable``, so the chain fails over.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +43,10 @@ from darkroom.providers.base import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class MaybeAccepted(ProviderUnavailable):
+    """A create that must not be replayed failed after it was sent: it may exist at the provider."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,11 @@ def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
         return InvalidInput(f"{provider} refused the request ({status}): {text}")
     if status in (401, 403):
         return ProviderUnavailable(f"{provider} refused our credentials ({status}): {text}")
+    if status == 402:
+        return ProviderUnavailable(
+            f"{provider} refused the request for lack of credit on our account (402); "
+            f"the operator must top it up: {text}"
+        )
     if status == 408:
         return ProviderTimeout(f"{provider} timed out ({status}): {text}")
     if status == 429:
@@ -132,9 +150,11 @@ class ProviderHttp:
         base_url: str,
         policy: RetryPolicy,
         headers: Mapping[str, str] | None = None,
+        refuse: Callable[[httpx.Response], ProviderError | None] | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
+        self.refuse = refuse
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=dict(headers or {}),
@@ -142,28 +162,46 @@ class ProviderHttp:
             follow_redirects=False,
         )
 
-    async def send(self, method: str, url: str, *, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
-        """Send with retries; returns any answer that is not 429/5xx (the caller maps 4xx)."""
+    async def send(
+        self, method: str, url: str, *, idempotent: bool = False, replay: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send with retries; returns any answer that is not 429/5xx (the caller maps 4xx).
+
+        ``idempotent``: a read, repeated after timeouts too. ``replay=False``: see the module doc.
+        """
         policy = self.policy
         for attempt in range(policy.retries + 1):
             last = attempt == policy.retries
             try:
                 response = await self.client.request(method, url, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
+                if not last:
+                    await asyncio.sleep(policy.delay(attempt))
+                    continue
+                raise ProviderUnavailable(f"{self.provider} cannot be reached: {exc!r}") from None
             except httpx.TimeoutException:
                 if idempotent and not last:
                     await asyncio.sleep(policy.delay(attempt))
                     continue
-                raise ProviderTimeout(
-                    f"{self.provider} did not answer within {policy.timeout:g} s."
-                ) from None
-            except httpx.TransportError as exc:
+                message = f"{self.provider} did not answer within {policy.timeout:g} s."
+                if not replay:
+                    raise MaybeAccepted(message) from None
+                raise ProviderTimeout(message) from None
+            except httpx.TransportError as exc:  # the request may have reached the provider
+                if not replay:
+                    raise MaybeAccepted(f"{self.provider} dropped the connection: {exc!r}") from None
                 if not last:
                     await asyncio.sleep(policy.delay(attempt))
                     continue
                 raise ProviderUnavailable(f"{self.provider} cannot be reached: {exc!r}") from None
             if response.status_code != 429 and response.status_code < 500:
                 return response
+            refused = self.refuse(response) if self.refuse is not None else None
+            if refused is not None:
+                raise refused
             error = error_for_status(self.provider, response)
+            if response.status_code >= 500 and not replay and not idempotent:
+                raise MaybeAccepted(error.message, retry_after=error.retry_after)
             wait = error.retry_after if response.status_code == 429 else None
             wait = parse_retry_after(response.headers.get("retry-after")) if wait is None else wait
             if last or (wait is not None and wait > policy.max_retry_after):

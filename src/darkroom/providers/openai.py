@@ -10,7 +10,10 @@ Wire format (OpenAI API reference, "Images": https://platform.openai.com/docs/ap
   …}], "usage": …}`` (GPT image models always answer base64). The request id is the
   ``x-request-id`` response header.
 * Errors ``{"error": {"message", "type", "code"}}``: ``moderation_blocked`` /
-  ``content_policy_violation`` → content filtered; 429 → rate limited (``Retry-After``).
+  ``content_policy_violation`` → content filtered; 429 → rate limited (``Retry-After``), except
+  429 ``insufficient_quota`` / ``billing_hard_limit_reached`` (the account is out of money or
+  past its spending limit): not transient, so not retried → provider unavailable at once, and
+  the chain fails over.
 
 DALL·E 2/3 were removed from the API; Settings refuses ``OPENAI_MODEL=dall-e-*`` at start-up.
 The calls are synchronous (one HTTP request), so there is nothing to resume after a crash.
@@ -33,9 +36,11 @@ from darkroom.providers.base import (
     ProviderError,
     ProviderRequest,
     ProviderResult,
+    ProviderUnavailable,
     TaskTypeSpec,
 )
 from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
+from darkroom.providers.limits import check_request
 from darkroom.providers.outputs import decode_b64, output_image
 from darkroom.providers.specs import (
     BACKGROUND_REMOVAL,
@@ -48,13 +53,19 @@ from darkroom.providers.specs import (
 
 DEFAULT_MODEL = "gpt-image-1"
 _FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
+_BILLING_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-# Image inputs for edits: PNG, JPEG or WebP, each under 50 MB (OpenAI API reference, images/edits).
+# Image inputs for GPT image edits (OpenAI API reference, images/edits): up to 16 images, PNG,
+# JPEG or WebP, each under 50 MB; the mask is a PNG of the first image's size. A cut-out sends
+# one image per request (all inputs of one edit become one picture).
+_EDIT_BYTES = 50 * 1024 * 1024 - 1
 _CAPABILITIES = MappingProxyType(
     {
         TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
-        CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_input_bytes=50 * 1024 * 1024),
-        BACKGROUND_REMOVAL: BACKGROUND_REMOVAL_SPEC,
+        CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_inputs=16, max_input_bytes=_EDIT_BYTES),
+        BACKGROUND_REMOVAL: dataclasses.replace(
+            BACKGROUND_REMOVAL_SPEC, max_inputs=1, max_input_bytes=_EDIT_BYTES
+        ),
     }
 )
 _CUTOUT_PROMPT = (
@@ -76,6 +87,7 @@ class OpenAIProvider:
             settings.openai_base_url,
             RetryPolicy.from_settings(settings),
             headers={"Authorization": f"Bearer {settings.openai_api_key}"},
+            refuse=_billing_error,
         )
         self.limit = ConcurrencyLimit(settings.openai_concurrency)
 
@@ -83,6 +95,7 @@ class OpenAIProvider:
         return _CAPABILITIES
 
     async def run(self, request: ProviderRequest, progress: ProgressCallback) -> ProviderResult:
+        check_request(_CAPABILITIES.get(request.task_type), request, self.name)
         async with self.limit:
             await progress(5)
             if request.task_type == TEXT_TO_IMAGE:
@@ -145,14 +158,31 @@ class OpenAIProvider:
         return items
 
     def _raise(self, response: httpx.Response) -> None:
-        try:
-            error = response.json().get("error") or {}
-        except (ValueError, AttributeError):
-            error = {}
-        code = error.get("code") if isinstance(error, dict) else None
+        error = _error_of(response)
+        code = error.get("code")
         if code in _FILTER_CODES:
             raise ContentFiltered(f"OpenAI refused the request: {error.get('message') or code}")
         raise error_for_status(self.name, response)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _billing_error(response: httpx.Response) -> ProviderError | None:
+    """429 insufficient_quota / billing_hard_limit_reached: no retry will help, fail over now."""
+    error = _error_of(response)
+    code = error.get("code") or error.get("type")
+    if code not in _BILLING_CODES:
+        return None
+    return ProviderUnavailable(
+        f"OpenAI refused the request: the API account has no quota left ({code}). The operator "
+        f"must add credit or raise the spending limit. {str(error.get('message') or '')[:200]}".strip()
+    )

@@ -12,10 +12,21 @@ Wire format (Replicate HTTP API reference, https://replicate.com/docs/reference/
   storage at once through the SSRF-safe downloader), ``error`` says why it failed ("NSFW content
   detected" → content filtered), ``logs`` carries tqdm progress ("42%|…").
 * Cancel: ``POST urls.cancel`` (``/v1/predictions/{id}/cancel``).
+* A create is never repeated blindly (Replicate documents no idempotency key, so a repeated POST
+  is a second, paid prediction): it is retried only when Replicate provably did not take it (the
+  connection failed before sending, or 429). After a 5xx, a timeout or a connection lost with the
+  request on the wire, we *reconcile*: ``GET /v1/predictions`` (newest first) is searched for a
+  prediction of the same model/version with exactly our input created since we sent it; found,
+  it is adopted (checkpointed and awaited); not found (twice, ``poll_interval`` apart), nothing
+  was created and the provider fails as unavailable so the chain fails over — never a re-send.
 * File inputs are sent as ``data:`` URIs (accepted by the API for files up to a few MB).
 * Webhooks (optional, ``REPLICATE_WEBHOOK_URL``): Replicate POSTs the prediction to
   ``/api/webhooks/replicate``; the endpoint verifies the signature and hands the prediction to the
-  waiting run in this process, which then stops polling early. Polling stays the fallback.
+  run waiting in the same process, or else stores it in the database (``providers.callbacks``),
+  where the run waiting in any other process (a Dramatiq worker) finds it: it checks there every
+  ``poll_interval`` — one primary-key read — and, with webhooks on, asks Replicate itself only
+  every :data:`WEBHOOK_POLL_EVERY` intervals. The run then finishes through the worker's usual
+  conditional finish, so credits are captured once. Polling Replicate stays the fallback.
 
 The prediction id is stored through ``request.checkpoint`` right after the create, before
 waiting, so a restarted worker resumes the same prediction (``resume_id``) instead of paying again.
@@ -26,9 +37,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import logging
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -42,10 +56,20 @@ from darkroom.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderTimeout,
+    ProviderUnavailable,
     TaskTypeSpec,
 )
+from darkroom.providers.callbacks import CallbackStore
 from darkroom.providers.download import DownloadPolicy, SafeDownloader
-from darkroom.providers.http import ConcurrencyLimit, ProviderHttp, RetryPolicy, error_for_status, json_body
+from darkroom.providers.http import (
+    ConcurrencyLimit,
+    MaybeAccepted,
+    ProviderHttp,
+    RetryPolicy,
+    error_for_status,
+    json_body,
+)
+from darkroom.providers.limits import check_request
 from darkroom.providers.outputs import output_image
 from darkroom.providers.specs import (
     ASPECT_RATIOS,
@@ -57,7 +81,16 @@ from darkroom.providers.specs import (
     TEXT_TO_IMAGE_SPEC,
 )
 
-_SPECS = {TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC, CUSTOM: CUSTOM_SPEC, BACKGROUND_REMOVAL: BACKGROUND_REMOVAL_SPEC}
+# Limits depend on the configured model; what we send does not: one input image (plus the mask).
+log = logging.getLogger(__name__)
+
+WEBHOOK_POLL_EVERY = 5
+
+_SPECS = {
+    TEXT_TO_IMAGE: TEXT_TO_IMAGE_SPEC,
+    CUSTOM: dataclasses.replace(CUSTOM_SPEC, max_inputs=1),
+    BACKGROUND_REMOVAL: dataclasses.replace(BACKGROUND_REMOVAL_SPEC, max_inputs=1),
+}
 _DONE = ("succeeded", "failed", "canceled", "aborted")
 _FILTERED = re.compile(r"nsfw|sensitive|safety|content policy|flagged", re.I)
 _PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -65,6 +98,22 @@ _PERCENT = re.compile(r"(\d{1,3})%\|")
 
 def data_uri(img: InputImage) -> str:
     return f"data:{img.content_type};base64,{base64.b64encode(img.data).decode()}"
+
+
+def _same(prediction: Mapping[str, Any], model: str, input_: Mapping[str, Any], since: datetime) -> bool:
+    """Is ``prediction`` (from the list) the one a create of ``model`` with ``input_`` made?"""
+    if ":" in model:
+        if prediction.get("version") != model.split(":", 1)[1]:
+            return False
+    elif prediction.get("model") != model:
+        return False
+    try:
+        created = datetime.fromisoformat(str(prediction.get("created_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created >= since and prediction.get("input") == input_
 
 
 def downloader_for(settings: Settings) -> SafeDownloader:
@@ -100,6 +149,11 @@ class ReplicateProvider:
         self.limit = ConcurrencyLimit(settings.replicate_concurrency)
         self._pushed: dict[str, dict[str, Any]] = {}
         self._events: dict[str, asyncio.Event] = {}
+        self.callbacks: CallbackStore | None = None
+
+    def bind_callbacks(self, store: CallbackStore) -> None:
+        """Where webhooks received by any process of this deployment are stored."""
+        self.callbacks = store
 
     def capabilities(self) -> Mapping[str, TaskTypeSpec]:
         return MappingProxyType({t: _SPECS[t] for t in self.models})
@@ -110,6 +164,7 @@ class ReplicateProvider:
         model = self.models.get(request.task_type)
         if model is None:
             raise InvalidInput(f"replicate has no model configured for {request.task_type}.")
+        check_request(_SPECS.get(request.task_type), request, self.name)
         async with self.limit:
             if request.resume_id is not None:
                 prediction = await self._get(request.resume_id, None)
@@ -154,13 +209,46 @@ class ReplicateProvider:
             body["version"] = model.split(":", 1)[1]
         else:
             path = f"/v1/models/{model}/predictions"
-        response = await self.http.send("POST", path, json=body)
+        sent_at = datetime.now(UTC)
+        try:
+            response = await self.http.send("POST", path, json=body, replay=False)
+        except MaybeAccepted as exc:
+            found = await self._reconcile(model, input_, sent_at)
+            if found is None:
+                raise ProviderUnavailable(
+                    f"{exc.message} Replicate lists no prediction of ours, so none was created; "
+                    "not asking again."
+                ) from None
+            log.warning("replicate create failed after sending; adopted prediction %s", found["id"])
+            return found
         return self._prediction(response)
+
+    async def _reconcile(
+        self, model: str, input_: dict[str, Any], sent_at: datetime
+    ) -> dict[str, Any] | None:
+        """The prediction a create we could not read the answer of made, if Replicate has one."""
+        since = sent_at - timedelta(minutes=2)  # their clock may be behind ours
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(self.policy.poll_interval)
+            try:
+                response = await self.http.send("GET", "/v1/predictions", idempotent=True)
+            except ProviderError:
+                return None
+            if response.status_code >= 400:
+                return None
+            results = json_body(self.name, response).get("results")
+            for prediction in results if isinstance(results, list) else []:
+                if isinstance(prediction, dict) and _same(prediction, model, input_, since):
+                    return self._checked(prediction)
+        return None
 
     def _prediction(self, response: Any) -> dict[str, Any]:
         if response.status_code >= 400:
             raise error_for_status(self.name, response)
-        body = json_body(self.name, response)
+        return self._checked(json_body(self.name, response))
+
+    def _checked(self, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(body.get("id"), str) or not body["id"]:
             raise ProviderError("replicate sent a malformed prediction (no id).")
         return body
@@ -181,6 +269,7 @@ class ReplicateProvider:
         pid = prediction["id"]
         event = self._events.setdefault(pid, asyncio.Event())
         deadline = time.monotonic() + self.policy.deadline
+        ticks = 0
         try:
             while prediction.get("status") not in _DONE:
                 with_progress = _PERCENT.findall(str(prediction.get("logs") or ""))
@@ -194,7 +283,13 @@ class ReplicateProvider:
                     await asyncio.wait_for(event.wait(), self.policy.poll_interval)
                 pushed = self._pushed.pop(pid, None)
                 event.clear()
-                prediction = pushed if pushed is not None else await self._get(pid, prediction)
+                if pushed is None:
+                    pushed = await self._stored(pid)
+                ticks += 1
+                if pushed is not None:
+                    prediction = {**prediction, **pushed}
+                elif self.callbacks is None or not self.webhook_url or ticks % WEBHOOK_POLL_EVERY == 0:
+                    prediction = await self._get(pid, prediction)
         finally:
             self._events.pop(pid, None)
             self._pushed.pop(pid, None)
@@ -207,6 +302,16 @@ class ReplicateProvider:
         if status == "failed":
             raise ProviderError(f"The Replicate prediction failed: {error[:300] or 'no reason given'}")
         raise ProviderError(f"The Replicate prediction was {status}.")
+
+    async def _stored(self, pid: str) -> dict[str, Any] | None:
+        """A webhook for ``pid`` that another process received (None when there is none)."""
+        if self.callbacks is None or not self.webhook_url:  # webhooks off: nothing to read
+            return None
+        try:
+            return await self.callbacks.take(pid)
+        except Exception:  # the database is away for a moment: polling Replicate still works
+            log.warning("could not read stored webhooks", exc_info=True)
+            return None
 
     async def _outputs(self, prediction: dict[str, Any]) -> list[Any]:
         output = prediction.get("output")

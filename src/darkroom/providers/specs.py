@@ -1,7 +1,9 @@
 """Task types served by the external providers, with one parameter set per type.
 
-Every external provider serving a type uses the same :class:`TaskTypeSpec`, so a task validated
-for the first provider of its fallback chain is valid for the next one too.
+Every external provider serving a type uses the same *parameters*, so a task validated for the
+first provider of its fallback chain is valid for the next one too. Each provider narrows the
+input limits to its own documented ones (``dataclasses.replace``: count, bytes, pixels …), which
+``providers.limits`` checks at submit and before a provider runs.
 """
 
 from __future__ import annotations

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
 from darkroom.context import AppContext
 from darkroom.models import Task, TaskStatus
+from darkroom.storage.orphans import sweep_orphans
 from darkroom.uploads.service import sweep_unused
 
 log = logging.getLogger(__name__)
@@ -57,11 +59,16 @@ async def reap(ctx: AppContext, *, grace: float, limit: int = 500) -> list[str]:
 
 
 async def reaper_loop(ctx: AppContext, *, grace: float) -> None:
+    orphan_grace = ctx.settings.orphan_sweep_after_seconds
+    next_orphan_sweep = 0.0  # the first pass sweeps; then every quarter of the grace period
     while True:
         await asyncio.sleep(ctx.settings.reaper_interval_seconds)
         try:
             await reap(ctx, grace=grace)
             await sweep_unused(ctx)
+            if orphan_grace and time.monotonic() >= next_orphan_sweep:
+                next_orphan_sweep = time.monotonic() + orphan_grace / 4
+                await sweep_orphans(ctx, grace_seconds=orphan_grace)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -55,3 +55,8 @@ class Storage(Protocol):
     async def check(self) -> None:
         """Raise StorageError when the backend is not usable (for /readyz)."""
         ...
+
+    async def list_keys(self, prefix: str, *, start_after: str = "", limit: int = 1000) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` (a ``folder/yyyy/mm/`` directory) in ascending
+        order, all greater than ``start_after``; fewer than ``limit`` means the end."""
+        ...

@@ -96,6 +96,21 @@ class LocalStorage:
             url=f"{self.url_prefix}/{quote(key)}?{urlencode(query)}", headers={"Content-Type": content_type}
         )
 
+    async def list_keys(self, prefix: str, *, start_after: str = "", limit: int = 1000) -> list[str]:
+        directory = (self.root / prefix).resolve()
+        if not directory.is_relative_to(self.root):
+            return []
+
+        def names() -> list[str]:
+            try:
+                entries = os.listdir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            keys = (prefix + name for name in entries if not name.startswith("."))  # no temp files
+            return sorted(k for k in keys if k > start_after and is_valid_key(k))[:limit]
+
+        return await asyncio.to_thread(names)
+
     async def check(self) -> None:
         def probe() -> None:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -132,3 +132,9 @@ class S3Storage:
 
     async def check(self) -> None:
         await self._call("head_bucket")
+
+    async def list_keys(self, prefix: str, *, start_after: str = "", limit: int = 1000) -> list[str]:
+        response = await self._call(
+            "list_objects_v2", Prefix=prefix, StartAfter=start_after or prefix, MaxKeys=limit
+        )
+        return [str(item["Key"]) for item in response.get("Contents", [])]

@@ -24,6 +24,7 @@ from darkroom.credits import service as credits
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User
 from darkroom.models.base import new_id
+from darkroom.providers import limits
 from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
 from darkroom.providers.registry import KNOWN_TASK_TYPES
@@ -141,7 +142,9 @@ async def create_task(
         raise Unprocessable(exc.message, code="invalid_parameter", parameter=exc.parameter) from None
 
     # 2. The files: count, size, and what the bytes really are.
-    max_inputs = min(route.spec.max_inputs, settings.max_files)
+    chain = ctx.registry.chain(task_type)
+    with_mask = 1 if params.get("mask") is True else 0  # the mask is a file, not an input image
+    max_inputs = min(max(r.spec.max_inputs for r in chain) + with_mask, settings.max_files)
     if len(uploads) < route.spec.min_inputs:
         raise Unprocessable(
             f"Upload at least {route.spec.min_inputs} image(s) in the 'files' field.", code="no_files"
@@ -169,6 +172,15 @@ async def create_task(
             error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
             raise error(f"{label}: {exc.message}", code=exc.code) from None
 
+    # Each provider's own limits: the first of the chain that can take the inputs serves it.
+    route = limits.choose_route(
+        chain,
+        [
+            limits.Facts(i.content_type, len(u.data), i.width, i.height)
+            for u, i in zip(uploads, infos, strict=True)
+        ],
+        params,
+    )
     check_inputs_for(route.spec, uploads, infos, params)
 
     # 3. Enough credits? A fast refusal before storing anything, in a read transaction of its own

@@ -8,6 +8,7 @@ themselves never change.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -125,6 +126,9 @@ UI: dict[str, dict[str, str]] = {
         "param.strength": "Strength",
         "param.preserve_color": "Keep the original colours",
         "param.enhancement": "Enhancement",
+        "param.style": "Style",
+        "value.yes": "yes",
+        "value.no": "no",
         "error.network": "The server could not be reached. Check your connection and try again.",
         "error.title": "Something went wrong",
     },
@@ -237,6 +241,9 @@ UI: dict[str, dict[str, str]] = {
         "param.strength": "强度",
         "param.preserve_color": "保留原图颜色",
         "param.enhancement": "增强方式",
+        "param.style": "风格",
+        "value.yes": "是",
+        "value.no": "否",
         "error.network": "无法连接服务器，请检查网络后重试。",
         "error.title": "出错了",
     },
@@ -247,6 +254,7 @@ ERRORS_ZH: dict[str, str] = {
     "unauthorized": "请先登录。",
     "invalid_token": "登录凭证无效，请重新登录。",
     "token_expired": "登录已过期，请重新登录。",
+    "token_revoked": "你已退出登录，请重新登录。",
     "invalid_credentials": "邮箱或密码不正确。",
     "forbidden": "没有权限执行此操作。",
     "signup_closed": "本服务器已关闭注册。",
@@ -286,6 +294,66 @@ ERRORS_ZH: dict[str, str] = {
     "input_missing": "输入文件丢失。",
     "worker_lost": "处理进程多次中断，任务已放弃。",
 }
+
+
+# Names of parameter values (built-in styles, enhancements, backgrounds) shown on the pages.
+# The API keeps the English identifiers; English pages show them with spaces for underscores.
+VALUE_NAMES_ZH: dict[str, str] = {
+    "value.background.transparent": "透明",
+    "value.background.white": "白色",
+    "value.enhancement.auto": "自动",
+    "value.enhancement.vivid": "鲜艳",
+    "value.enhancement.warm": "暖色调",
+    "value.enhancement.cool": "冷色调",
+    "value.enhancement.black_and_white": "黑白",
+    "value.enhancement.vintage": "复古",
+    "value.enhancement.high_contrast": "高对比度",
+    "value.style.ochre_crosshatch": "赭石交叉线",
+    "value.style.bold_brushwork": "粗犷笔触",
+    "value.style.charcoal_sketch": "炭笔素描",
+    "value.style.abstract_swirls": "抽象漩涡",
+    "value.style.crimson_etching": "绯红蚀刻",
+    "value.style.ember_feathers": "余烬羽毛",
+    "value.style.indigo_pebbles": "靛蓝卵石",
+    "value.style.fauvist_night": "野兽派之夜",
+    "value.style.colored_pencil": "彩色铅笔",
+    "value.style.teal_textile": "青绿织物",
+    "value.style.rust_oil": "铁锈色油画",
+    "value.style.golden_engraving": "金色版画",
+    "value.style.lavender_watercolor": "薰衣草水彩",
+    "value.style.green_expressionist": "绿色表现主义",
+    "value.style.frosted_blue": "霜蓝",
+    "value.style.stained_glass": "彩绘玻璃",
+    "value.style.cobalt_pastel": "钴蓝粉彩",
+    "value.style.geometric_blocks": "几何色块",
+    "value.style.sepia_woodgrain": "棕褐木纹",
+    "value.style.blue_impasto": "蓝色厚涂",
+    "value.style.scarlet_shards": "猩红碎片",
+    "value.style.pastel_pop": "粉彩波普",
+    "value.style.periwinkle_woodcut": "长春花蓝木刻",
+    "value.style.moody_dusk": "暮色氛围",
+    "value.style.blue_mosaic": "蓝色马赛克",
+    "value.style.twilight_tapestry": "暮光挂毯",
+}
+UI["zh-CN"].update(VALUE_NAMES_ZH)
+UI["en"].update({key: key.rsplit(".", 1)[1].replace("_", " ").capitalize() for key in VALUE_NAMES_ZH})
+
+
+def value_name(locale: str, param: str, value: object) -> str:
+    """A parameter value as a page shows it: its name in ``locale``, else the identifier."""
+    key = f"value.{param}.{value}"
+    named = UI.get(locale, {}).get(key)
+    return named if named is not None else str(value).replace("_", " ")
+
+
+def parameter_text(locale: str, param: str, value: object) -> str:
+    """``label: value`` for a task's parameter on the task page."""
+    label = UI.get(locale, UI["en"]).get(f"param.{param}") or param.replace("_", " ")
+    if isinstance(value, bool):
+        shown = translate(locale, "value.yes" if value else "value.no")
+    else:
+        shown = value_name(locale, param, value)
+    return f"{label}: {shown}"
 
 
 def normalise(value: str | None) -> str | None:
@@ -349,3 +417,49 @@ def error_message(locale: str, code: str, message: str, extra: dict[str, Any] | 
         except (KeyError, IndexError):
             pass
     return ERRORS_ZH.get(code, message)
+
+
+# Ledger descriptions are written in English by the credits service (the ledger is an audit
+# record and is never rewritten); pages show the ones it writes in the reader's language.
+# Anything else (an operator's own text from `darkroom credits grant`) is shown as written.
+_LEDGER_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"Reserved for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\)"), "ledger.text.reserve"),
+    (
+        re.compile(r"Charged (?P<amount>\d+) for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\)"),
+        "ledger.text.capture",
+    ),
+    (
+        re.compile(r"Refunded for task (?P<task>\S+) \(attempt (?P<attempt>\d+)\): (?P<why>[a-z_]+)"),
+        "ledger.text.release",
+    ),
+    (re.compile(r"Sign-up grant"), "ledger.text.signup"),
+    (re.compile(r"Initial credits \(darkroom users create\)"), "ledger.text.initial"),
+]
+
+_LEDGER_TEXT: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "ledger.text.reserve": "为任务 {task} 预扣（第 {attempt} 次尝试）",
+        "ledger.text.capture": "任务 {task} 扣除 {amount} 积分（第 {attempt} 次尝试）",
+        "ledger.text.release": "任务 {task} 退还（第 {attempt} 次尝试）：{why}",
+        "ledger.text.signup": "注册赠送",
+        "ledger.text.initial": "初始积分（由管理员创建账户时发放）",
+    },
+}
+
+
+def ledger_description(locale: str, description: str | None) -> str:
+    """A ledger entry's description in ``locale`` when the service wrote it, else as stored."""
+    text = description or ""
+    table = _LEDGER_TEXT.get(locale)
+    if table is None:
+        return text
+    for pattern, key in _LEDGER_PATTERNS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        values = match.groupdict()
+        if "why" in values:
+            why = values["why"]
+            values["why"] = UI[locale]["status.canceled"] if why == "canceled" else ERRORS_ZH.get(why, why)
+        return table[key].format(**values)
+    return text

@@ -41,9 +41,9 @@ async def page_user(request: Request, ctx: Context) -> User | None:
     if token is None:
         return None
     try:
-        user_id = decode_token(token, ctx.settings.secret_key)
+        claims = decode_token(token, ctx.settings.secret_key)
         async with ctx.db.transaction(write=False) as session:
-            return await auth_service.get_active_user(session, user_id)
+            return await auth_service.get_active_user(session, claims)
     except Unauthorized:
         return None
 
@@ -163,7 +163,7 @@ async def credits_page(
 
 
 def _signed_in(request: Request, ctx: Context, user: User) -> Response:
-    issued = issue_token(user.id, ctx.settings.secret_key, ctx.settings.jwt_expires_in)
+    issued = issue_token(user.id, ctx.settings.secret_key, ctx.settings.jwt_expires_in, user.token_version)
     response = RedirectResponse("/", status_code=303)
     set_session(request, response, ctx.settings, issued.token, issued.expires_in)
     return secure(response)
@@ -256,6 +256,10 @@ async def signup(
 @router.post("/logout")
 async def logout(request: Request, ctx: Context, csrf: CsrfField = None) -> Response:
     check_csrf(request, csrf)
+    user = await page_user(request, ctx)
+    if user is not None:  # the cookie's token, and every other token of the account, stop working
+        async with ctx.db.transaction() as session:
+            await auth_service.revoke_tokens(session, user.id)
     response = RedirectResponse("/login", status_code=303)
     clear_session(response)
     return secure(response)

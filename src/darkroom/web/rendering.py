@@ -61,6 +61,8 @@ def render(
         "request": request,
         "t": t,
         "err": err,
+        "ledger_text": lambda description: i18n.ledger_description(locale, description),
+        "param_text": lambda name, value: i18n.parameter_text(locale, name, value),
         "locale": locale,
         "other_locale": "en" if locale == "zh-CN" else "zh-CN",
         "user": user,
@@ -77,7 +79,7 @@ def render(
     return response
 
 
-_JS_SECTIONS = {"upload", "studio", "tasks", "status", "type", "error", "task", "param"}
+_JS_SECTIONS = {"upload", "studio", "tasks", "status", "type", "error", "task", "param", "value"}
 
 
 def secure(response: Response) -> Response:

@@ -51,6 +51,9 @@ class FakeOpenAI:
             return _error(429, "rate_limit_exceeded", "Rate limit reached.", {"retry-after": "3600"})
         if step == "500":
             return _error(500, "server_error", "The server had an error.")
+        if step in ("insufficient_quota", "billing_hard_limit_reached"):
+            # OpenAI answers both with 429, like a rate limit (error codes guide).
+            return _error(429, step, "You exceeded your current quota, please check your plan.")
         if step == "slow":
             await asyncio.sleep(3)
         if step == "filtered":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ class FakeReplicate:
             routes=[
                 Route("/v1/models/{owner}/{name}/predictions", self.create, methods=["POST"]),
                 Route("/v1/predictions", self.create, methods=["POST"]),
+                Route("/v1/predictions", self.list, methods=["GET"]),
                 Route("/v1/predictions/{pid}", self.get, methods=["GET"]),
                 Route("/v1/predictions/{pid}/cancel", self.cancel, methods=["POST"]),
                 Route("/files/{name}", self.file, methods=["GET"]),
@@ -54,8 +56,13 @@ class FakeReplicate:
                 status_code=429,
                 headers={"retry-after": "0"},
             )
-        if step == "500":
-            return JSONResponse({"detail": "boom"}, status_code=500)
+        if step in ("500", "502"):
+            return JSONResponse({"detail": "boom"}, status_code=int(step))
+        if step == "402":
+            return JSONResponse(
+                {"title": "Payment Required", "detail": "You have run out of credit.", "status": 402},
+                status_code=402,
+            )
         pid = secrets.token_hex(8)
         outcome = self.script.next("outcome")
         prediction: dict[str, Any] = {
@@ -67,7 +74,7 @@ class FakeReplicate:
             "output": None,
             "error": None,
             "status": "starting",
-            "created_at": "2026-11-28T00:00:00Z",
+            "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "urls": {
                 "get": f"{self.base}/v1/predictions/{pid}",
                 "cancel": f"{self.base}/v1/predictions/{pid}/cancel",
@@ -76,7 +83,21 @@ class FakeReplicate:
         }
         self.predictions[pid] = prediction
         self.polls[pid] = 0
+        # Accepted, but the answer never reaches the client: a gateway error, or so slow that
+        # the client times out.
+        if step == "500-after-create":
+            return JSONResponse({"detail": "upstream error"}, status_code=502)
+        if step == "slow-after-create":
+            await asyncio.sleep(3)
         return JSONResponse(_public(prediction), status_code=201)
+
+    async def list(self, request: Request) -> Response:
+        """``GET /v1/predictions``: the account's predictions, newest first, paginated."""
+        self.requests.append(await record(request))
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return JSONResponse({"detail": "bad token", "status": 401}, status_code=401)
+        listed = [_public(p) for p in reversed(self.predictions.values())]
+        return JSONResponse({"previous": None, "next": None, "results": listed})
 
     async def get(self, request: Request) -> Response:
         self.requests.append(await record(request))

@@ -63,12 +63,22 @@ class FakeStability:
             )
         if step == "500":
             return JSONResponse({"name": "internal_error", "errors": ["boom"]}, status_code=500)
+        if step == "402":
+            return JSONResponse(
+                {"id": "p1", "name": "payment_required", "errors": ["lack sufficient credits"]},
+                status_code=402,
+            )
         if step == "malformed":
             return PlainTextResponse("not json")
-        if request.path_params["op"] == "replace-background-and-relight":
+        if request.path_params["op"] == "replace-background-and-relight" or step == "async":
             gid = secrets.token_hex(32)
             self.results[gid] = 0
             return JSONResponse({"id": gid})
+        if step == "bytes" or step == "bytes-filtered":  # what Accept: image/* gets
+            reason = "CONTENT_FILTERED" if step == "bytes-filtered" else "SUCCESS"
+            return Response(
+                png(20, 20), media_type="image/png", headers={"finish-reason": reason, "seed": "1"}
+            )
         return JSONResponse(_image_body())
 
     async def result(self, request: Request) -> Response:

@@ -101,6 +101,12 @@
 
   // --- task types ---------------------------------------------------------------------------
 
+  function valueName(param, value) {
+    const key = "value." + param + "." + value;
+    const named = D.t(key);
+    return named !== key ? named : String(value).replace(/_/g, " ");
+  }
+
   function paramField(name, spec) {
     const wrap = document.createElement("div");
     wrap.className = "param";
@@ -132,7 +138,7 @@
         img.src = "/static/styles/" + value + ".jpg";
         img.alt = ""; img.width = 72; img.height = 72; img.loading = "lazy";
         const caption = document.createElement("span");
-        caption.textContent = value.replace(/_/g, " ");
+        caption.textContent = valueName(name, value);
         tile.append(radio, img, caption);
         control.append(tile);
       }
@@ -142,7 +148,7 @@
       control = document.createElement("select");
       for (const value of spec.allowed) {
         const o = document.createElement("option");
-        o.value = value; o.textContent = String(value).replace(/_/g, " ");
+        o.value = value; o.textContent = valueName(name, value);
         o.selected = value === spec.default;
         control.append(o);
       }
