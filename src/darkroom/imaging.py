@@ -34,8 +34,9 @@ WEBP: Final = "image/webp"
 DEFAULT_MAX_PIXELS: Final = 50_000_000
 
 PNG_COMPRESS_LEVEL: Final = 3
-"""zlib level for PNG output. On a noisy 12 MP photo, levels 1-3 take ~1.2 s and level 6 ~1.6 s
-for a file only ~9 % smaller; 3 is the compromise."""
+"""zlib level for PNG output. 8-bit L/LA/RGB/RGBA images are encoded by libvips with the ``up``
+row filter (:mod:`darkroom.vips`): a noisy 12 MP RGBA cut-out takes ~0.4 s at level 3 (16.2 MB),
+~0.37 s at level 2 (16.8 MB), where Pillow took ~1.4 s at level 3 (17.7 MB)."""
 
 _PIL_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -198,8 +199,13 @@ def encode_png(
     """
     if img.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
         img = img.convert("RGBA" if has_alpha(img) else "RGB")
+    icc_profile = _matching_icc(icc_profile, img.mode)
+    from darkroom import vips  # lazy: loading libvips costs ~0.1 s
+
+    if vips.can_encode(img):
+        return vips.encode_png(img, icc_profile=icc_profile, compress_level=compress_level)
     buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=compress_level, icc_profile=_matching_icc(icc_profile, img.mode))
+    img.save(buf, "PNG", compress_level=compress_level, icc_profile=icc_profile)
     return buf.getvalue()
 
 
