@@ -4,8 +4,9 @@ Everything here is synchronous and CPU-bound: call it from a worker thread or pr
 never directly on the event loop for big images.
 
 * :func:`sniff_image_type` looks at magic bytes only.
-* :func:`inspect_image` validates an upload: type by magic bytes, pixel count from the header
-  (before any pixel is decoded, so decompression bombs cost nothing), then a full decode.
+* :func:`check_upload` validates an upload: type by magic bytes, pixel count from the header
+  (before any pixel is decoded, so decompression bombs cost nothing), then the file's structure.
+* :func:`inspect_image` does the same with a full decode instead of the structure check.
 * :func:`open_image` decodes and applies the EXIF orientation.
 * :func:`encode_png` / :func:`encode_jpeg` write images without metadata (no EXIF, GPS, XMP,
   comments, text chunks); only an ICC profile is written, and only when passed explicitly.
@@ -25,6 +26,8 @@ from typing import Any, Final
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from darkroom import image_structure
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -125,6 +128,25 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             # scale: a 12 MP check then holds ~0.6 MB of pixels instead of 36 MB, and is faster.
             img.draft(img.mode, ((width + 7) // 8, (height + 7) // 8))
         _decode(img)
+    return ImageInfo(content_type=content_type, width=width, height=height)
+
+
+def check_upload(data: bytes, max_pixels: int) -> ImageInfo:
+    """Validate an upload without decoding its pixels; return its type and stored size.
+
+    Type from the magic bytes, pixel count from the header (as :func:`inspect_image`), then the
+    file's structure (:mod:`darkroom.image_structure`: markers and EOI, chunk CRCs and IEND, RIFF
+    sizes), which is O(n) at memory speed. Raises :class:`ImageRejected`. The full decode happens
+    where the pixels are needed (the provider); a file that passes this check but does not decode
+    fails its task with ``invalid_input`` there.
+    """
+    img, content_type = _open_header(data, max_pixels)
+    with img:
+        width, height = img.size
+    try:
+        image_structure.check(data, content_type)
+    except image_structure.StructureError as exc:
+        raise ImageRejected("corrupt_image", f"The image is corrupt or truncated: {exc}.") from None
     return ImageInfo(content_type=content_type, width=width, height=height)
 
 
