@@ -253,14 +253,31 @@ def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | Non
 def thumbnail(data: bytes, max_side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """A preview whose longer side is at most ``max_side``, EXIF-oriented, without metadata.
 
-    JPEG when the image is opaque (quality 85), PNG when it has transparency. JPEG sources are
-    decoded at a reduced DCT scale (``Image.draft``), so big JPEGs are cheap to preview.
-    Raises :class:`ImageRejected`.
+    JPEG when the image is opaque (quality 85), PNG when it has transparency; only an ICC profile
+    of the matching colour space is kept. The pixel cap is checked from the header first; then
+    libvips (:func:`darkroom.vips.thumbnail`) shrinks while decoding. CMYK JPEGs go through
+    Pillow, whose plain CMYK->RGB conversion the rest of darkroom uses (libvips would convert
+    through a default print profile and give other colours). Raises :class:`ImageRejected`.
     """
     if max_side < 1:
         raise ValueError("max_side must be positive")
-    img, content_type = _open_header(data, max_pixels)
-    if content_type == JPEG:
+    img, _ = _open_header(data, max_pixels)
+    if img.mode == "CMYK":
+        return _pillow_thumbnail(img, max_side)
+    img.close()
+    from darkroom import vips  # lazy: loading libvips costs ~0.1 s
+
+    try:
+        out, _kind = vips.thumbnail(
+            data, max_side, matching_icc=_matching_icc, jpeg_quality=85, png_level=PNG_COMPRESS_LEVEL
+        )
+    except vips.VipsRejected as exc:
+        raise ImageRejected("corrupt_image", f"The image data is corrupt or truncated: {exc}") from None
+    return out
+
+
+def _pillow_thumbnail(img: ImageFile.ImageFile, max_side: int) -> bytes:
+    if img.format == "JPEG":
         # draft picks the smallest scale that is still >= the requested size, orientation-agnostic
         img.draft("RGB", (max_side, max_side))
     _decode(img)
