@@ -245,3 +245,16 @@ def test_webp_extended_header_without_image_data() -> None:
     vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00" * 4 + b"\x3f\x00\x00\x2f\x00\x00"
     riff = b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
     assert _rejected(riff) == "corrupt_image"
+
+
+def test_too_many_segments_are_refused() -> None:
+    """A crafted file of tiny segments must not keep the check looping for seconds."""
+    from darkroom.image_structure import MAX_SEGMENTS
+
+    jpeg = encode(scene(64, 48), "JPEG")
+    comments = b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1)
+    assert _rejected(jpeg[:2] + comments + jpeg[2:]) == "corrupt_image"
+    check_upload(jpeg[:2] + b"\xff\xfe\x00\x02" * 1000 + jpeg[2:], MAX)
+    png = encode(scene(64, 48), "PNG")
+    texts = _chunk(b"tEXt", b"") * (MAX_SEGMENTS + 1)
+    assert _rejected(png[:33] + texts + png[33:]) == "corrupt_image"
