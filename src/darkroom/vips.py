@@ -24,6 +24,10 @@ PNG_FILTER: Final = "up"
 
 _BANDS: Final = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
+# libvips' operation cache (by default up to 100 operations / 100 MB) would keep recent images
+# alive; no operation here is ever repeated with the same input, so it only costs memory.
+pyvips.cache_set_max(0)
+
 
 def can_encode(img: Image.Image) -> bool:
     """8-bit gray/RGB with or without alpha; other modes go through Pillow."""
