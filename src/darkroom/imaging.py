@@ -166,17 +166,13 @@ def _strip_info(img: Image.Image) -> None:
     img.info.update(kept)
 
 
-def open_image(data: bytes, max_pixels: int, *, draft: tuple[int, int] | None = None) -> Image.Image:
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode an image fully, apply its EXIF orientation and drop its metadata.
 
     ``img.info`` keeps only ``icc_profile`` and ``transparency``; everything else (EXIF, XMP,
     comments, text chunks) is gone. Raises :class:`ImageRejected`.
-    ``draft=(w, h)``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that is still at
-    least that size (every entropy-coded block is still read); other formats ignore it.
     """
-    img, content_type = _open_header(data, max_pixels)
-    if draft is not None and content_type == JPEG:
-        img.draft("RGB", draft)
+    img, _ = _open_header(data, max_pixels)
     _decode(img)
     oriented = _apply_orientation(img)
     _strip_info(oriented)

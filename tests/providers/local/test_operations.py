@@ -46,28 +46,6 @@ def test_background_removal_gives_rgba_with_real_mask() -> None:
     assert (alpha > 245).mean() > 0.02  # and a subject kept
 
 
-def test_background_removal_of_a_big_jpeg_uses_a_draft_for_the_model() -> None:
-    """A JPEG's model input comes from a reduced-scale draft decode (1/4 here), overlapped with the
-    full decode: the mask must match the one computed from the fully decoded photo."""
-    data = encode(scene(1600, 1200, seed=3), "JPEG", quality=92)
-    img = decode(operations.remove_background(data, max_pixels=MAX))
-    assert img.mode == "RGBA" and img.size == (1600, 1200)
-    with Image.open(io.BytesIO(data)) as full:
-        expected = operations.predict_mask(full.convert("RGB"))
-    alpha = np.asarray(img.getchannel("A"), dtype=np.float32)
-    assert float(np.abs(alpha - np.asarray(expected, dtype=np.float32)).mean()) < 4.0
-    with Image.open(io.BytesIO(data)) as full:  # the colour is the full decode's, not the draft's
-        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(full.convert("RGB")))
-
-
-@pytest.mark.parametrize("cut", [0.5, 0.99])
-def test_background_removal_of_a_truncated_jpeg_is_rejected(cut: float) -> None:
-    data = encode(scene(1600, 1200, seed=3), "JPEG")
-    with pytest.raises(ImageRejected) as err:
-        operations.remove_background(data[: int(len(data) * cut)], max_pixels=MAX)
-    assert err.value.code == "corrupt_image"
-
-
 def test_background_removal_white_and_post_process() -> None:
     out = operations.remove_background(
         photo_bytes(320, 240), max_pixels=MAX, background="white", post_process=True

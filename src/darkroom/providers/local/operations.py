@@ -10,7 +10,6 @@ or resource problem.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
@@ -88,11 +87,6 @@ def predict_mask(rgb: Image.Image) -> Image.Image:
     Same pre/post-processing as rembg: 320x320 Lanczos, divide by the max, ImageNet mean/std;
     the output map is min-max normalised and scaled back with Lanczos.
     """
-    return _predict_small_mask(rgb).resize(rgb.size, Image.Resampling.LANCZOS)
-
-
-def _predict_small_mask(rgb: Image.Image) -> Image.Image:
-    """The u2netp mask at the model's 320x320 (mode ``L``)."""
     small = rgb.resize((U2NET_SIZE, U2NET_SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     pixels: npt.NDArray[np.float32] = np.asarray(small, dtype=np.float32)
     scaled = pixels / np.float32(max(float(pixels.max()), 1.0))
@@ -102,25 +96,8 @@ def _predict_small_mask(rgb: Image.Image) -> Image.Image:
     raw = np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0][0, 0], dtype=np.float32)
     lo, hi = float(raw.min()), float(raw.max())
     pred = (raw - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(raw)
-    return Image.fromarray(np.clip(pred * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
-def _jpeg_image_and_small_mask(data: bytes, max_pixels: int) -> tuple[Image.Image, Image.Image]:
-    """For a JPEG (never transparent): the full image and the 320x320 mask, overlapped.
-
-    The model sees 320x320 anyway, so it is fed a draft decode at a reduced DCT scale (1/8 for a
-    12 MP photo, still >= 320 px on both sides) while the full decode runs in a thread (Pillow's
-    decoder and onnxruntime release the GIL). Saves the full decode and the 12 MP -> 320 resize
-    on the critical path (bench/FINDINGS.md, third pass).
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkroom-decode") as pool:
-        full = pool.submit(open_image, data, max_pixels)
-        try:
-            draft = open_image(data, max_pixels, draft=(U2NET_SIZE, U2NET_SIZE))
-            small_mask = _predict_small_mask(draft.convert("RGB"))
-        finally:
-            img = full.result()  # also when the draft failed: its error is the same, or this one's
-    return img, small_mask
+    mask = Image.fromarray(np.clip(pred * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return mask.resize(rgb.size, Image.Resampling.LANCZOS)
 
 
 def _post_process_mask(mask: Image.Image) -> Image.Image:
@@ -144,15 +121,10 @@ def remove_background(
     ``background="transparent"``: RGBA with the mask as alpha (combined with any existing alpha).
     ``background="white"``: the cut-out composited on white, RGB.
     """
-    if _source_is_jpeg(data):
-        img, small_mask = _jpeg_image_and_small_mask(data, max_pixels)
-        rgb, alpha = _split_alpha(img)
-        mask = small_mask.resize(rgb.size, Image.Resampling.LANCZOS)
-    else:
-        img = open_image(data, max_pixels)
-        rgb, alpha = _split_alpha(img)
-        mask = predict_mask(_flatten_on_white(rgb, alpha))
+    img = open_image(data, max_pixels)
     icc = img.info.get("icc_profile")
+    rgb, alpha = _split_alpha(img)
+    mask = predict_mask(_flatten_on_white(rgb, alpha))
     if post_process:
         mask = _post_process_mask(mask)
     if alpha is not None:
