@@ -339,8 +339,9 @@ async def upload(server: Server, token: str, sizes: Sizes, report: Report) -> di
                 f"{ours / base:.2f}×",
                 "≥ 0.5×",
                 ours / base >= 0.5,
-                f"{sizes.uploads} sequential uploads after one warm-up; the request includes the full "
-                "decode check of the image, the fsync'd input write and the task transaction",
+                f"{sizes.uploads} sequential uploads after one warm-up; the request includes the structure "
+                "check of the image (the pixels are decoded by the provider), the fsync'd input write "
+                "and the task transaction",
             )
         )
         # memory per concurrent upload

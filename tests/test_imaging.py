@@ -280,3 +280,65 @@ def test_truncated_big_jpeg_is_corrupt_at_reduced_scale(save: dict[str, Any], cu
     with pytest.raises(ImageRejected) as err:
         inspect_image(data[: int(len(data) * cut)], MAX)
     assert err.value.code == "corrupt_image"
+
+
+# --- thumbnails through libvips (third pass) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9, 0.99])
+def test_thumbnail_rejects_a_jpeg_truncated_in_its_image_data(cut: float) -> None:
+    data = encode(scene(1200, 900), "JPEG")
+    with pytest.raises(ImageRejected) as err:
+        thumbnail(data[: int(len(data) * cut)], 128)
+    assert err.value.code == "corrupt_image"
+
+
+def test_thumbnail_keeps_only_a_matching_icc_profile() -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = thumbnail(encode(scene(600, 400), "JPEG", icc_profile=icc), 128)
+    gray = thumbnail(encode(scene(600, 400).convert("L"), "JPEG", icc_profile=icc), 128)
+    alpha = thumbnail(encode(with_alpha(scene(600, 400)), "PNG", icc_profile=icc), 128)
+    for out, kept in ((rgb, True), (gray, False), (alpha, True)):
+        assert not has_metadata(out)
+        with Image.open(io.BytesIO(out)) as img:
+            assert ("icc_profile" in img.info) is kept
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt", "mode"),
+    [
+        (lambda: scene(600, 400).convert("CMYK"), "JPEG", "RGB"),
+        (lambda: scene(600, 400).convert("L"), "JPEG", "L"),
+        (lambda: scene(600, 400), "WEBP", "RGB"),
+        (lambda: with_alpha(scene(600, 400)).convert("LA"), "PNG", "RGBA"),
+        (lambda: with_alpha(scene(600, 400)), "WEBP", "RGBA"),
+    ],
+)
+def test_thumbnail_modes_and_colours(source: Any, fmt: str, mode: str) -> None:
+    original = source()
+    lossless = {"lossless": True} if fmt == "WEBP" else {}  # lossy WebP changes hidden colours
+    out = thumbnail(encode(original, fmt, **lossless), 128)
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.mode == mode and img.size == (128, 85)
+        expected = original.convert("RGBA" if mode == "RGBA" else "RGB").resize(
+            img.size, Image.Resampling.LANCZOS
+        )
+        mean_error = np.abs(
+            np.asarray(img.convert(expected.mode), float) - np.asarray(expected, float)
+        ).mean()
+        assert mean_error < 8  # the same picture in the same colours (CMYK: Pillow's plain conversion)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16"])
+def test_encode_png_is_lossless(mode: str) -> None:
+    source = with_alpha(scene(97, 61))  # odd sizes: no row alignment luck
+    img = (
+        source.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.arange(97 * 61, dtype=np.uint16).reshape(61, 97))
+    )
+    with Image.open(io.BytesIO(encode_png(img))) as back:
+        assert back.mode == img.mode and back.size == img.size
+        assert np.array_equal(np.asarray(back), np.asarray(img))

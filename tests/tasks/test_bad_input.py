@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.support import photo, register, submit
+from tests.support import photo, register, submit, wait_for
 
 
-def _png_header(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
+def _png_header(width: int, height: int, idat: bytes | None = None) -> bytes:
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return (
             struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
@@ -25,8 +24,20 @@ def _png_header(width: int, height: int) -> bytes:
     # A well-formed PNG whose header claims a huge canvas: the IDAT is a few bytes of zlib that
     # would inflate to gigabytes. It must be refused from the header alone.
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 65536, 9)
+    idat = idat if idat is not None else zlib.compress(b"\0" * 65536, 9)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _png_bad_crc() -> bytes:
+    data = bytearray(photo(200, 200, "PNG"))
+    data[-12 - 4 - 1] ^= 0x01  # the last byte of the last IDAT's data: its CRC no longer matches
+    return bytes(data)
+
+
+def _png_undecodable() -> bytes:
+    """Well-formed (chunks, CRCs, IEND) but its compressed data is far too short for its rows:
+    passes the upload's structure check, fails the decode in the provider."""
+    return _png_header(64, 64, idat=zlib.compress(b"\0" * 64))  # 64 rows of 1 + 192 bytes are needed
 
 
 def _gif() -> bytes:
@@ -44,6 +55,16 @@ CASES: list[tuple[str, dict[str, object], int, str]] = [
     ),
     ("gif", {"images": [_gif()]}, 415, "unsupported_image_type"),
     ("truncated jpeg", {"images": [photo(200, 200)[:600]]}, 422, "corrupt_image"),
+    ("jpeg without EOI", {"images": [photo(200, 200)[:-2]]}, 422, "corrupt_image"),
+    ("truncated png", {"images": [photo(200, 200, "PNG")[:-20]]}, 422, "corrupt_image"),
+    ("png with a bad CRC", {"images": [_png_bad_crc()]}, 422, "corrupt_image"),
+    ("truncated webp", {"images": [photo(200, 200, "WEBP")[:-10]]}, 422, "corrupt_image"),
+    (
+        "png garbage after header",
+        {"images": [photo(200, 200, "PNG")[:33] + b"junk" * 64]},
+        422,
+        "corrupt_image",
+    ),
     ("png bomb header", {"images": [_png_header(30000, 30000)]}, 422, "image_too_large"),
     ("empty file", {"images": [b""]}, 422, "empty_file"),
     ("no files", {"images": []}, 422, "no_files"),
@@ -123,3 +144,16 @@ async def test_not_enough_credits_is_402_and_stores_nothing(
         assert r.json()["code"] == "insufficient_credits"
         assert (await client.get("/api/tasks", headers=headers)).json()["pagination"]["total"] == 0
         assert not list((tmp_path / "files").rglob("*.*")) if (tmp_path / "files").exists() else True
+
+
+async def test_upload_that_passes_the_structure_check_but_does_not_decode(client: httpx.AsyncClient) -> None:
+    """The upload checks structure only; the full decode is the provider's. Such a task fails
+    with invalid_input and its reserved credits are released in full."""
+    headers = await register(client)
+    r = await submit(client, headers, "color_enhancement", [_png_undecodable()], names=["x.png"])
+    assert r.status_code == 201, r.text
+    task = r.json()["data"]
+    assert (await client.get("/api/me", headers=headers)).json()["data"]["credits"] == 20 - task["cost"]
+    failed = await wait_for(client, headers, task["id"])
+    assert failed["status"] == "failed" and failed["errorCode"] == "invalid_input", failed
+    assert (await client.get("/api/me", headers=headers)).json()["data"]["credits"] == 20

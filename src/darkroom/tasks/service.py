@@ -166,8 +166,8 @@ async def create_task(
         if not upload.data:
             raise Unprocessable(f"{label} is empty.", code="empty_file")
         try:
-            # a full decode check is CPU work: keep it off the event loop
-            infos.append(await asyncio.to_thread(imaging.inspect_image, upload.data, settings.max_pixels))
+            # O(n) structure check (the pixels are decoded by the provider); off the event loop
+            infos.append(await asyncio.to_thread(imaging.check_upload, upload.data, settings.max_pixels))
         except imaging.ImageRejected as exc:
             error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
             raise error(f"{label}: {exc.message}", code=exc.code) from None

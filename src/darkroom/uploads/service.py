@@ -3,7 +3,7 @@
 ``create_uploads`` records what the client announced (type, exact size) and hands out a PUT URL
 bound to both. ``take`` is called by task creation: it checks each upload belongs to the user and
 is unused, that the object exists with the announced size, and what the bytes really are (type
-from the magic bytes, pixel count from the header, then a full decode). A refused object is
+from the magic bytes, pixel count from the header, then the file's structure). A refused object is
 deleted at once. An accepted one is handed to task creation like a multipart file (which stores
 it under a key of ours); the uploaded object is deleted after the commit, so a client that still
 holds the PUT URL can never change a task's input.
@@ -115,7 +115,7 @@ async def _check(ctx: AppContext, row: Upload) -> FileUpload:
         )
     data = await ctx.storage.get(row.storage_key)
     try:
-        image = await asyncio.to_thread(imaging.inspect_image, data, settings.max_pixels)
+        image = await asyncio.to_thread(imaging.check_upload, data, settings.max_pixels)
     except imaging.ImageRejected as exc:
         error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
         raise await _refuse(ctx, row.storage_key, error(f"{label}: {exc.message}", code=exc.code)) from None
