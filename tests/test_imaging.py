@@ -166,11 +166,12 @@ def test_image_rejected_pickles() -> None:
     )
 
 
-def test_inspect_12mp_jpeg_is_fast() -> None:
+def test_inspect_12mp_jpeg_reports_its_full_size() -> None:
+    # Decoded at 1/8 DCT scale for the check; the size reported is still the stored one.
+    # (How fast it is, is bench/'s business, not a test's.)
     data = encode(scene(1000, 750).resize((4000, 3000), Image.Resampling.BICUBIC), "JPEG")
-    start = time.perf_counter()
-    inspect_image(data, MAX)
-    assert time.perf_counter() - start < 1.0
+    info = inspect_image(data, MAX)
+    assert (info.width, info.height, info.content_type) == (4000, 3000, "image/jpeg")
 
 
 # --- open / encode --------------------------------------------------------------------------------
