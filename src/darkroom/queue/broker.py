@@ -20,12 +20,16 @@ for "at least once, quickly" and leaves exactly-once to the conditional claim an
   ``?heartbeat=N``; Dramatiq's consumer thread services it while actors run on other threads, so a
   long task never starves it. Publishing uses ``confirm_delivery`` so a dispatch that returns was
   accepted by the broker.
-* **Redis idle polling ≤ ``REDIS_IDLE_POLL_MS``**: Dramatiq's Redis consumer has no blocking
-  pop; when a fetch finds nothing it sleeps with an exponential backoff capped by the worker's
-  ``worker_timeout`` (1 s by default), so a task sent to an idle worker waited up to a second
-  (dispatch median 23 ms, p99 116 ms, bench figure 2). The cap is lowered for the task queue only
-  (its delay queue, used by retries, keeps the default): an idle worker fetches every 2.5-5 ms,
-  one small Lua call each. RabbitMQ pushes messages and needs no such setting.
+* **A doorbell for Redis**: Dramatiq's Redis consumer has no blocking pop; when a fetch finds
+  nothing it sleeps with an exponential backoff capped by the worker's ``worker_timeout`` (1 s by
+  default), so a task sent to an idle worker waited up to a second (dispatch median 23 ms, p99
+  116 ms, bench figure 2); polling every few ms instead cost an idle worker ~5 % of a core. So
+  sending a task also pushes a token on a short list (``{namespace}:bell:{queue}``, trimmed to
+  ``BELL_TOKENS``), and an idle consumer of the task queue waits on that list with ``BLPOP``
+  (up to ``REDIS_IDLE_WAIT_S``, then it fetches anyway: messages Dramatiq requeues from a dead
+  worker ring no bell). While all its prefetch slots are taken it polls only for acks, every
+  ``REDIS_BUSY_POLL_S``. The delay queue (retries, seconds apart) keeps Dramatiq's own backoff.
+  RabbitMQ pushes messages and needs none of this.
 * **No age limit**, no results backend, no callbacks or pipelines.
 
 Sending never raises into the request: when the broker is down the task simply stays ``pending``
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -50,7 +55,9 @@ log = logging.getLogger(__name__)
 
 ACTOR_NAME = "darkroom_run_task"
 REDIS_HEARTBEAT_TIMEOUT_MS = 30_000
-REDIS_IDLE_POLL_MS = 5
+REDIS_IDLE_WAIT_S = 1.0
+REDIS_BUSY_POLL_S = 0.01
+BELL_TOKENS = 64
 MAX_RETRIES = 2
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 10_000
@@ -94,17 +101,55 @@ class TaskIdFilter(logging.Filter):
 
 
 def _redis_broker_class() -> Any:
-    from dramatiq.brokers.redis import RedisBroker
+    import redis
+    from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+    from dramatiq.errors import ConnectionClosed
 
-    class PromptRedisBroker(RedisBroker):
-        """Caps the idle consumer's poll backoff of the task queue (see the module docstring)."""
+    class DoorbellConsumer(_RedisConsumer):
+        """Waits for the doorbell instead of sleeping between fetches (see the module docstring)."""
+
+        def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+            super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # 0: no sleeps of its own
+            self.bell = broker.bell_key(queue_name)
+
+        def __next__(self) -> Any:
+            could_fetch = self.outstanding_message_count < self.prefetch
+            message = super().__next__()  # type: ignore[no-untyped-call]
+            if message is None:
+                if not could_fetch:  # every slot taken: come back soon to ack finished ones
+                    time.sleep(REDIS_BUSY_POLL_S)
+                    return None
+                try:
+                    self.broker.client.blpop([self.bell], timeout=REDIS_IDLE_WAIT_S)
+                except redis.ConnectionError as exc:
+                    raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            return message
+
+    class DoorbellRedisBroker(RedisBroker):
+        """Rings the task queue's doorbell on every send (see the module docstring)."""
+
+        def bell_key(self, queue_name: str) -> str:
+            return f"{self.namespace}:bell:{queue_name}"
 
         def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-            if not queue_name.endswith(".DQ"):
-                timeout = min(timeout, REDIS_IDLE_POLL_MS)
-            return super().consume(queue_name, prefetch, timeout)
+            if queue_name.endswith(".DQ"):
+                return super().consume(queue_name, prefetch, timeout)
+            return DoorbellConsumer(self, queue_name, prefetch, timeout)
 
-    return PromptRedisBroker
+        def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> Any:
+            sent = super().enqueue(message, delay=delay)
+            if delay is None:
+                bell = self.bell_key(message.queue_name)
+                try:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        pipe.lpush(bell, 1)
+                        pipe.ltrim(bell, 0, BELL_TOKENS - 1)
+                        pipe.execute()
+                except redis.RedisError:  # the message is in; an idle worker finds it within 1 s
+                    log.warning("could not ring the Redis doorbell", exc_info=True)
+            return sent
+
+    return DoorbellRedisBroker
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
