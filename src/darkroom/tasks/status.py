@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from darkroom.auth.security import decode_token_cached
+from darkroom.auth.service import check_token_user
 from darkroom.context import AppContext
-from darkroom.errors import NotFound, Unauthorized
+from darkroom.errors import NotFound
 from darkroom.models import Task, TaskFile, User
 from darkroom.models.task import TaskStatus
 from darkroom.schemas import Envelope
@@ -57,28 +58,19 @@ _STATUS = (
 _ENVELOPE = Envelope[TaskStatusRead]
 
 
-def _token(request: Request) -> str:
-    """The bearer token, else the session cookie (which needs the CSRF header on writes)."""
+def _bearer(request: Request) -> str | None:
+    """As FastAPI's HTTPBearer(auto_error=False) reads it."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if credentials and scheme.lower() == "bearer":
-        return credentials
-    cookie = web_session.cookie_token(request)
-    if cookie is None:
-        raise Unauthorized("Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized")
-    web_session.check_csrf_header(request)
-    return cookie
+    return credentials if credentials and scheme.lower() == "bearer" else None
 
 
 async def task_status(request: Request, task_id: str) -> Response:
     ctx: AppContext = request.app.state.ctx
-    claims = decode_token_cached(_token(request), ctx.settings.secret_key)
+    token = web_session.request_token(request, _bearer(request))
+    claims = decode_token_cached(token, ctx.settings.secret_key)
     async with ctx.db.engine.connect() as conn:
         rows = (await conn.execute(_STATUS, {"task_id": task_id, "user_id": claims.user_id})).all()
-    if not rows or not rows[0].is_active:
-        raise Unauthorized("The access token is not valid.", code="invalid_token")
-    first = rows[0]
-    if first.token_version != claims.version:
-        raise Unauthorized("You have logged out; log in again.", code="token_revoked")
+    first = check_token_user(rows[0] if rows else None, claims)  # no row: no such user
     if first.id is None:  # someone else's task looks exactly like a missing one
         raise NotFound("Task not found.", code="task_not_found")
     etag = f'W/"{first.id}-{first.seq}"'
