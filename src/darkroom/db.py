@@ -8,11 +8,13 @@ that two writers queue on the lock instead of failing when a read snapshot is up
 write. Statements run inline on the event loop (``sqlite_inline``: no driver thread; a lock held
 by another process is waited for with async retries, never by blocking the loop). Write sessions
 use an engine whose pool holds one connection, so the writers of one process wait their turn in
-that pool (woken as soon as the previous one commits). PostgreSQL needs none of that.
+that pool (woken as soon as the previous one commits). WAL checkpoints run in a thread
+(``sqlite_checkpoint``), never inside a commit on the loop. PostgreSQL needs none of that.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +23,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from darkroom import sqlite_inline
+from darkroom.sqlite_checkpoint import WalCheckpointer
 from darkroom.uow import run_hooks
 
 WRITE_OPTION = "darkroom_write"
@@ -69,8 +72,16 @@ class Database:
                 pool_timeout=60,
             )
             _configure_sqlite(self.write_engine)
+            self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
+            if self.checkpointer is not None:
+                checkpointer = self.checkpointer
+
+                @event.listens_for(self.write_engine.sync_engine, "connect")
+                def _start_checkpoints(*_: Any) -> None:  # once the file exists and is in use
+                    checkpointer.start()
         else:
             self.write_engine = self.engine
+            self.checkpointer = None
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
         self.session_info: dict[str, Any] = {}
@@ -96,3 +107,5 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)

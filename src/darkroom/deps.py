@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from darkroom.auth import service as auth_service
 from darkroom.auth.security import decode_token
 from darkroom.context import AppContext
-from darkroom.errors import Unauthorized
 from darkroom.models import User
 from darkroom.uow import owned
 from darkroom.web import session as web_session
@@ -71,16 +70,7 @@ async def get_current_user(
     request's write transaction (on SQLite, the database's write lock) starts only when the
     endpoint writes; a read request reads it in the request's one read transaction.
     Browsers send the token in the session cookie instead; then writes need the CSRF header."""
-    if credentials is not None:
-        token = credentials.credentials
-    else:
-        cookie = web_session.cookie_token(request)
-        if cookie is None:
-            raise Unauthorized(
-                "Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized"
-            )
-        web_session.check_csrf_header(request)
-        token = cookie
+    token = web_session.request_token(request, credentials.credentials if credentials else None)
     claims = decode_token(token, ctx.settings.secret_key)
     if shared is not None:
         return await auth_service.get_active_user(shared, claims)

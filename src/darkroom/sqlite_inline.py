@@ -35,6 +35,8 @@ PRAGMAS = (
     "PRAGMA journal_mode=WAL",  # already set by the migrations; a no-op then
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
+    # no checkpoint inside a COMMIT on the event loop; sqlite_checkpoint runs them in a thread
+    "PRAGMA wal_autocheckpoint=0",
 )
 
 

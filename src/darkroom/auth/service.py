@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,6 +70,22 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
 
 async def get_active_user(session: AsyncSession, claims: TokenClaims) -> User:
     user = await session.get(User, claims.user_id)
+    return check_token_user(user, claims)
+
+
+class TokenUser(Protocol):
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def token_version(self) -> int: ...
+
+
+U = TypeVar("U", bound=TokenUser)
+
+
+def check_token_user(user: U | None, claims: TokenClaims) -> U:
+    """The token's user must exist and be active, and the token not revoked since it was issued.
+    ``user`` is a ``User`` or a row with those two columns."""
     if user is None or not user.is_active:
         raise Unauthorized("The access token is not valid.", code="invalid_token")
     if user.token_version != claims.version:

@@ -8,7 +8,7 @@ from darkroom.context import AppContext
 from darkroom.models import Task, TaskAttempt, TaskFile
 from darkroom.storage.keys import EXTENSIONS
 from darkroom.storage.thumbnails import thumbnail_url
-from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead, TaskStatusRead
+from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead
 
 
 def _absolute(base: str, url: str) -> str:
@@ -73,19 +73,4 @@ def present(
         completed_at=task.completed_at,
         updated_at=task.updated_at,
         attempts=[AttemptRead.model_validate(a) for a in attempts] if attempts is not None else None,
-    )
-
-
-def present_status(ctx: AppContext, base: str, task: Task, files: Sequence[TaskFile]) -> TaskStatusRead:
-    return TaskStatusRead(
-        id=task.id,
-        task_no=task.task_no,
-        status=task.status,
-        progress=task.progress,
-        result_urls=[file_url(ctx, base, f.storage_key) for f in files if f.role == "output"],
-        error_code=task.error_code,
-        error_message=task.error_message,
-        retry_count=task.retry_count,
-        seq=task.seq,
-        updated_at=task.updated_at,
     )

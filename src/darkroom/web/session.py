@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from darkroom.config import Settings
-from darkroom.errors import Forbidden
+from darkroom.errors import Forbidden, Unauthorized
 
 SESSION_COOKIE = "darkroom_session"
 CSRF_COOKIE = "darkroom_csrf"
@@ -27,6 +27,18 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 def cookie_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
+
+
+def request_token(request: Request, bearer: str | None) -> str:
+    """The access token of an API call: the bearer token, else the session cookie, which needs
+    the CSRF header on writes."""
+    if bearer:
+        return bearer
+    cookie = cookie_token(request)
+    if cookie is None:
+        raise Unauthorized("Log in first: send 'Authorization: Bearer <accessToken>'.", code="unauthorized")
+    check_csrf_header(request)
+    return cookie
 
 
 def _secure(request: Request, settings: Settings) -> bool:
