@@ -1,0 +1,76 @@
+"""Staging files: an upload streamed to disk before it is checked and stored under its key.
+
+A :class:`StagingFile` is a temporary file in the storage's staging directory (for local storage
+inside the storage root, so storing it is an atomic rename). Chunks are hashed (SHA-256) and
+written as they arrive, in batches of :data:`WRITE_BATCH` bytes handed to a worker thread, so
+the event loop never waits for the disk and memory stays at one batch per upload. ``finish()``
+fsyncs once; ``discard()`` removes the file (idempotent), whatever happened before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+WRITE_BATCH = 1024 * 1024
+"""Bytes collected on the event loop before one write (+ hash) in a worker thread: a 10 MB upload
+takes ~10 thread hand-offs instead of one per 64 KiB network chunk."""
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A complete, fsync'd staging file. ``name`` is the client's file name (never trusted)."""
+
+    path: Path
+    name: str | None
+    size: int
+    sha256: str
+
+
+class StagingFile:
+    def __init__(self, directory: Path, name: str | None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.path = directory / f"upload-{secrets.token_hex(8)}"
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._pending = bytearray()
+        self._file: BinaryIO | None = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed by finish/discard
+
+    def _write(self, data: bytes | bytearray) -> None:
+        assert self._file is not None
+        self._hash.update(data)  # releases the GIL for large buffers
+        self._file.write(data)
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        self._pending += data
+        if len(self._pending) >= WRITE_BATCH:
+            batch, self._pending = self._pending, bytearray()
+            await asyncio.to_thread(self._write, batch)
+
+    def _finish(self) -> None:
+        assert self._file is not None
+        if self._pending:
+            self._write(self._pending)
+            self._pending = bytearray()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+    async def finish(self) -> StagedFile:
+        await asyncio.to_thread(self._finish)
+        return StagedFile(path=self.path, name=self.name, size=self.size, sha256=self._hash.hexdigest())
+
+    def discard(self) -> None:
+        """Close and remove the file (a page-cache unlink: fine on the event loop)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._pending = bytearray()
+        self.path.unlink(missing_ok=True)
