@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -74,3 +75,22 @@ class StagingFile:
             self._file = None
         self._pending = bytearray()
         self.path.unlink(missing_ok=True)
+
+
+def sweep(directory: Path, *, older_than: float, now: float | None = None) -> list[Path]:
+    """Remove staging files last written more than ``older_than`` seconds ago: what a process
+    killed in the middle of an upload left behind. Returns the removed paths."""
+    cutoff = (time.time() if now is None else now) - older_than
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:  # finished (moved away) or removed meanwhile
+            continue
+    return removed
