@@ -286,3 +286,21 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageRejected) as err:
         check_upload_file(tmp_path / "empty", MAX)
     assert err.value.code == "empty_file"
+
+
+def test_the_marker_scan_in_windows_finds_what_one_pass_finds() -> None:
+    """The JPEG marker scan runs in 1 MiB windows; markers split across a window edge count."""
+    from darkroom import image_structure
+
+    rng = np.random.default_rng(7)
+    data = bytearray(rng.integers(0, 256, 3 * 2**20 + 5, dtype=np.uint8).tobytes())
+    for edge in (2**20, 2 * 2**20, 3 * 2**20):
+        data[edge - 1], data[edge] = 0xFF, 0xD9  # 0xFF the last byte of a window, its marker the next
+        data[edge + 1], data[edge + 2] = 0xFF, 0x00  # a stuffed zero right after the edge
+    arr = np.frombuffer(bytes(data), dtype=np.uint8)
+    ff = np.flatnonzero(arr[:-1] == 0xFF)
+    following = arr[ff + 1]
+    expected = ff[(following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))]
+    got = image_structure._jpeg_markers(bytes(data))
+    assert np.array_equal(got, expected)
+    assert {2**20 - 1, 2 * 2**20 - 1, 3 * 2**20 - 1} <= set(got.tolist())
