@@ -2,8 +2,9 @@
 
 A :class:`StagingFile` is a temporary file in the storage's staging directory (for local storage
 inside the storage root, so storing it is an atomic rename). Chunks are hashed (SHA-256) and
-written as they arrive, in batches of :data:`WRITE_BATCH` bytes handed to a worker thread, so
-the event loop never waits for the disk and memory stays at one batch per upload. ``finish()``
+written as they arrive, in batches of :data:`WRITE_BATCH` bytes handed to a worker thread while
+the next batch is received, so the event loop never waits for the disk and memory stays at two
+batches per upload. ``finish()``
 fsyncs once; ``discard()`` removes the file (idempotent), whatever happened before.
 """
 
@@ -41,7 +42,8 @@ class StagingFile:
         self.size = 0
         self._hash = hashlib.sha256()
         self._pending = bytearray()
-        self._file: BinaryIO | None = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed by finish/discard
+        self._writing: asyncio.Future[None] | None = None
+        self._file: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
 
     def _write(self, data: bytes | bytearray) -> None:
         assert self._file is not None
@@ -52,29 +54,53 @@ class StagingFile:
         self.size += len(data)
         self._pending += data
         if len(self._pending) >= WRITE_BATCH:
+            # One batch is written while the next one is received: waiting for each write would
+            # stop reading the socket (the server reads no more than it is asked for) meanwhile.
+            if self._writing is not None:
+                await self._writing
             batch, self._pending = self._pending, bytearray()
-            await asyncio.to_thread(self._write, batch)
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, batch)
 
     def _finish(self) -> None:
         assert self._file is not None
         if self._pending:
             self._write(self._pending)
             self._pending = bytearray()
+        self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
 
     async def finish(self) -> StagedFile:
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
         await asyncio.to_thread(self._finish)
         return StagedFile(path=self.path, name=self.name, size=self.size, sha256=self._hash.hexdigest())
 
-    def discard(self) -> None:
-        """Close and remove the file (a page-cache unlink: fine on the event loop)."""
+    def _close_and_remove(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._pending = bytearray()
         self.path.unlink(missing_ok=True)
+
+    def _after_write(self, writing: asyncio.Future[None]) -> None:
+        if not writing.cancelled():
+            writing.exception()  # retrieved: an error here is moot, the file goes away
+        self._close_and_remove()
+
+    def discard(self) -> None:
+        """Close and remove the file (a page-cache unlink: fine on the event loop); a write still
+        running in its thread is let finish first."""
+        self._pending = bytearray()
+        writing, self._writing = self._writing, None
+        if writing is not None and not writing.done():
+            writing.add_done_callback(self._after_write)
+            return
+        if writing is not None:
+            self._after_write(writing)
+        else:
+            self._close_and_remove()
 
 
 def sweep(directory: Path, *, older_than: float, now: float | None = None) -> list[Path]:
