@@ -8,12 +8,13 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from darkroom.imaging import ImageRejected, check_upload, open_image
+from darkroom.imaging import ImageRejected, check_upload, check_upload_file, open_image
 from tests.fixtures.photos import encode, scene, with_alpha
 
 MAX = 50_000_000
@@ -258,3 +259,48 @@ def test_too_many_segments_are_refused() -> None:
     png = encode(scene(64, 48), "PNG")
     texts = _chunk(b"tEXt", b"") * (MAX_SEGMENTS + 1)
     assert _rejected(png[:33] + texts + png[33:]) == "corrupt_image"
+
+
+@pytest.mark.parametrize("data", [v[1] for v in VALID], ids=[v[0] for v in VALID])
+@pytest.mark.parametrize("cut", [None, 0.5, -2])
+def test_a_file_is_checked_in_place_like_bytes(data: bytes, cut: float | None, tmp_path: Path) -> None:
+    """check_upload_file (an upload streamed to disk, mapped) decides exactly as check_upload."""
+    if cut is not None:
+        data = data[: int(len(data) * cut) if cut > 0 else len(data) + int(cut)]
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    try:
+        expected: object = check_upload(data, MAX)
+    except ImageRejected as exc:
+        expected = exc.code
+    try:
+        got: object = check_upload_file(path, MAX)
+    except ImageRejected as exc:
+        got = exc.code
+    assert got == expected
+    path.unlink()
+
+
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ImageRejected) as err:
+        check_upload_file(tmp_path / "empty", MAX)
+    assert err.value.code == "empty_file"
+
+
+def test_the_marker_scan_in_windows_finds_what_one_pass_finds() -> None:
+    """The JPEG marker scan runs in 1 MiB windows; markers split across a window edge count."""
+    from darkroom import image_structure
+
+    rng = np.random.default_rng(7)
+    data = bytearray(rng.integers(0, 256, 3 * 2**20 + 5, dtype=np.uint8).tobytes())
+    for edge in (2**20, 2 * 2**20, 3 * 2**20):
+        data[edge - 1], data[edge] = 0xFF, 0xD9  # 0xFF the last byte of a window, its marker the next
+        data[edge + 1], data[edge + 2] = 0xFF, 0x00  # a stuffed zero right after the edge
+    arr = np.frombuffer(bytes(data), dtype=np.uint8)
+    ff = np.flatnonzero(arr[:-1] == 0xFF)
+    following = arr[ff + 1]
+    expected = ff[(following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))]
+    got = image_structure._jpeg_markers(bytes(data))
+    assert np.array_equal(got, expected)
+    assert {2**20 - 1, 2 * 2**20 - 1, 3 * 2**20 - 1} <= set(got.tolist())

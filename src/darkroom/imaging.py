@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from pathlib import Path
+from typing import IO, Any, Final, cast
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -79,13 +81,19 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def _open_header(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, str]:
+def _open_header(data: image_structure.Data, max_pixels: int) -> tuple[ImageFile.ImageFile, str]:
     """Sniff, parse the header only, and enforce the pixel cap. No pixel data is decoded."""
-    content_type = sniff_image_type(data)
+    content_type = sniff_image_type(data[:16])
     if content_type is None:
         raise ImageRejected("unsupported_image_type", "The file is not a JPEG, PNG or WebP image.")
+    source: IO[bytes]
+    if isinstance(data, mmap.mmap):
+        data.seek(0)
+        source = cast(IO[bytes], data)  # a mapped file is read in place (a BytesIO would copy it)
+    else:
+        source = io.BytesIO(data)
     try:
-        img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[content_type]])
+        img = Image.open(source, formats=[_PIL_FORMATS[content_type]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow checks its own limit (MAX_IMAGE_PIXELS) while reading the header. The warning is
         # only raised as an exception when warnings are errors (as under pytest); otherwise it is
@@ -131,7 +139,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     return ImageInfo(content_type=content_type, width=width, height=height)
 
 
-def check_upload(data: bytes, max_pixels: int) -> ImageInfo:
+def check_upload(data: image_structure.Data, max_pixels: int) -> ImageInfo:
     """Validate an upload without decoding its pixels; return its type and stored size.
 
     Type from the magic bytes, pixel count from the header (as :func:`inspect_image`), then the
@@ -148,6 +156,22 @@ def check_upload(data: bytes, max_pixels: int) -> ImageInfo:
     except image_structure.StructureError as exc:
         raise ImageRejected("corrupt_image", f"The image is corrupt or truncated: {exc}.") from None
     return ImageInfo(content_type=content_type, width=width, height=height)
+
+
+def check_upload_file(path: Path, max_pixels: int) -> ImageInfo:
+    """:func:`check_upload` on a file (an upload streamed to disk), mapped read-only: the bytes are
+    read from the page cache in place, never copied into one ``bytes``. An empty file is refused."""
+    with open(path, "rb") as fh:
+        if fh.seek(0, io.SEEK_END) == 0:
+            raise ImageRejected("empty_file", "The file is empty.")
+        data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return check_upload(data, max_pixels)
+    finally:
+        # Still exported while an exception's traceback holds a view: then the mapping goes
+        # with the last reference instead.
+        with contextlib.suppress(BufferError):
+            data.close()
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -105,3 +106,18 @@ async def test_the_reaper_loop_sweeps(app_client: AppFactory, tmp_path: Path) ->
         while await ctx.storage.exists(old):
             assert time.monotonic() < deadline, "the reaper loop never swept"
             await asyncio.sleep(0.05)
+
+
+async def test_sweep_removes_staging_files_of_interrupted_uploads(client: httpx.AsyncClient) -> None:
+    """A process killed mid-upload leaves its staging file; the sweep removes it after the grace
+    period, and leaves a file still being written alone."""
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    staging_dir = ctx.storage.staging_dir
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    old, fresh = staging_dir / "upload-dead", staging_dir / "upload-live"
+    old.write_bytes(b"half a file")
+    fresh.write_bytes(b"being written")
+    now = time.time()
+    os.utime(old, (now - 2 * HOUR, now - 2 * HOUR))
+    await sweep_orphans(ctx, grace_seconds=HOUR, now=now)
+    assert not old.exists() and fresh.exists()

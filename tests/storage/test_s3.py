@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import secrets
 import time
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import httpx
 import pytest
 
 from darkroom.app import build_storage
-from darkroom.storage.base import ObjectNotFound
+from darkroom.storage.base import ObjectNotFound, StorageError
 from darkroom.storage.keys import new_key
 from darkroom.storage.s3 import S3Storage
 from tests.conftest import make_settings
@@ -118,3 +121,36 @@ def test_missing_bucket_settings_are_refused(tmp_path: Path) -> None:
         build_storage(make_settings(tmp_path, storage_provider="s3"))
     with pytest.raises(ValueError, match="R2_BUCKET_NAME"):
         build_storage(make_settings(tmp_path, storage_provider="r2"))
+
+
+async def test_put_file_streams_a_staged_file_as_a_multipart_upload(
+    storage: S3Storage, tmp_path: Path
+) -> None:
+    """Above 8 MiB the staged file is sent in parts (never read whole); the file is consumed."""
+    from darkroom.storage.staging import StagingFile
+
+    data = photo(64, 48) + secrets.token_bytes(12 * 2**20)
+    staging = StagingFile(storage.staging_dir, "big.jpg")
+    for offset in range(0, len(data), 65536):
+        await staging.write(data[offset : offset + 65536])
+    staged = await staging.finish()
+    assert staged.size == len(data) and staged.sha256 == hashlib.sha256(data).hexdigest()
+    key = new_key("inputs", "big.jpg", "image/jpeg")
+    await storage.put_file(key, staged.path, "image/jpeg")
+    assert not staged.path.exists()
+    info = await storage.stat(key)
+    assert info is not None and info.size == len(data) and info.content_type == "image/jpeg"
+    assert await storage.get(key) == data
+    head = await asyncio.to_thread(storage.client.head_object, Bucket=storage.bucket, Key=key)
+    assert head["ETag"].strip('"').endswith("-2")  # two parts
+
+
+async def test_put_file_failure_removes_the_staged_file(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    settings = {**seaweedfs.settings(seaweedfs.new_bucket()), "s3_secret_access_key": "not-the-key"}
+    refused = build_storage(make_settings(tmp_path, **settings))
+    path = refused.staging_dir / "upload-x"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"data")
+    with pytest.raises(StorageError):
+        await refused.put_file(new_key("inputs", "a.jpg", "image/jpeg"), path, "image/jpeg")
+    assert not path.exists()

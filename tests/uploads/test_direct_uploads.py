@@ -145,9 +145,12 @@ async def test_upload_urls_refuse_other_types_lengths_and_forgeries(client: http
     [upload] = await _ask(client, headers, ("a.jpg", "image/jpeg", len(image)))
     assert (await _put(client, upload, image, **{"Content-Type": "text/html"})).status_code == 403
     assert (await _put(client, upload, image + b"extra")).status_code == 403
+    assert (await _put(client, upload, image[:-1])).status_code == 403
     forged = dict(upload, url=upload["url"].replace("Signature=", "Signature=0").replace("sig=", "sig=0"))
     assert (await _put(client, forged, image)).status_code == 403
     assert not await _exists(client, upload)
+    staging = client.app.state.ctx.storage.staging_dir  # type: ignore[attr-defined]
+    assert not staging.exists() or not list(staging.iterdir())  # refused bodies left no staging file
 
 
 async def test_asking_for_uploads_is_validated(client: httpx.AsyncClient) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -29,8 +30,16 @@ class PresignedPut:
 
 class Storage(Protocol):
     name: str
+    staging_dir: Path
+    """Where uploads are streamed before they are stored (``storage/staging.py``); for local
+    storage on the same file system as the objects, so :meth:`put_file` is a rename."""
 
     async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the complete, fsync'd file at ``path`` (in ``staging_dir``) under ``key``.
+        The file is consumed: moved into place, or uploaded and then removed."""
+        ...
 
     async def get(self, key: str) -> bytes: ...
 

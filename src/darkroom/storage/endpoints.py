@@ -10,6 +10,7 @@ from darkroom.deps import Context
 from darkroom.errors import Forbidden, NotFound
 from darkroom.storage.keys import EXTENSIONS, clean_name
 from darkroom.storage.local import LocalStorage, upload_claim
+from darkroom.storage.staging import StagingFile
 
 router = APIRouter(tags=["files"])
 
@@ -75,15 +76,23 @@ async def put_file(
             f"This URL accepts Content-Type {content_type} only, not {sent_type or 'none'}.",
             code="upload_content_type_mismatch",
         )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > size:
-            break
-    if len(body) != size:
-        raise Forbidden(
-            f"This URL accepts exactly {size} bytes; {'more' if len(body) > size else len(body)} were sent.",
-            code="upload_length_mismatch",
-        )
-    await storage.put(key, bytes(body), content_type)
+    # Streamed to a staging file and renamed into place, like a multipart upload (uploads/form.py).
+    staging = StagingFile(storage.staging_dir, None)
+    try:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > size:
+                break
+            await staging.write(chunk)
+        if received != size:
+            sent = "more" if received > size else received
+            raise Forbidden(
+                f"This URL accepts exactly {size} bytes; {sent} were sent.",
+                code="upload_length_mismatch",
+            )
+        staged = await staging.finish()
+        await storage.put_file(key, staged.path, content_type)
+    finally:
+        staging.discard()  # a no-op once the file was moved into place
     return Response(status_code=200)

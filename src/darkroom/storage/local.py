@@ -32,6 +32,8 @@ class LocalStorage:
         self.root = root.resolve()
         self.signer = signer
         self.url_prefix = url_prefix.rstrip("/")
+        # Inside the root (one file system: storing is a rename), outside the keys' folders.
+        self.staging_dir = self.root / "staging"
 
     def path_of(self, key: str) -> Path:
         if not is_valid_key(key):
@@ -56,6 +58,17 @@ class LocalStorage:
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write, self.path_of(key), data)
+
+    def _move(self, source: Path, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(path)  # atomic; the data was fsync'd when the staging file was finished
+        except OSError as exc:
+            source.unlink(missing_ok=True)
+            raise StorageError(f"cannot store {path.name}: {exc}") from exc
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await asyncio.to_thread(self._move, path, self.path_of(key))
 
     async def get(self, key: str) -> bytes:
         path = self.path_of(key)

@@ -6,10 +6,13 @@ file nobody can reach. Keys start with the millisecond they were made
 (``folder/yyyy/mm/{ms}_…``), so the sweep lists only the current and the previous month, in key
 order, stops at the first key younger than the grace period, and deletes the keys that neither
 ``task_files`` nor ``uploads`` name. Several sweepers at once are harmless: deleting is idempotent.
+Staging files (uploads being streamed, ``storage/staging.py``) older than the grace period are
+what a killed process left in the middle of an upload; they are removed too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -18,6 +21,7 @@ from sqlalchemy import select
 
 from darkroom.context import AppContext
 from darkroom.models import TaskFile, Upload
+from darkroom.storage import staging
 
 log = logging.getLogger(__name__)
 
@@ -64,4 +68,7 @@ async def sweep_orphans(ctx: AppContext, *, grace_seconds: float, now: float | N
                 after = page[-1]
     if deleted:
         log.warning("deleted %d stored object(s) that no task or upload refers to", len(deleted))
+    stale = await asyncio.to_thread(staging.sweep, ctx.storage.staging_dir, older_than=grace_seconds, now=now)
+    if stale:
+        log.warning("deleted %d staging file(s) of interrupted uploads", len(stale))
     return deleted

@@ -9,10 +9,14 @@ and the exact length, so the client can upload only what it announced.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,6 +24,8 @@ from darkroom.config import Settings
 from darkroom.storage.base import ObjectInfo, ObjectNotFound, PresignedPut, StorageError
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# Multipart above 8 MiB (S3's minimum part size is 5 MiB), parts sent by up to 4 threads.
+_TRANSFER = TransferConfig(multipart_threshold=8 * 2**20, multipart_chunksize=8 * 2**20, max_concurrency=4)
 
 
 class S3Storage:
@@ -33,8 +39,10 @@ class S3Storage:
         endpoint_url: str | None,
         cdn_url: str | None = None,
         name: str = "s3",
+        staging_dir: Path | None = None,
     ) -> None:
         self.name = name
+        self.staging_dir = staging_dir or Path(tempfile.gettempdir()) / "darkroom-staging"
         self.bucket = bucket
         self.cdn_url = cdn_url.rstrip("/") if cdn_url else None
         config = Config(
@@ -67,6 +75,7 @@ class S3Storage:
                 endpoint_url=settings.r2_endpoint,
                 cdn_url=settings.cdn_url,
                 name="r2",
+                staging_dir=settings.data_dir / "staging",
             )
         if not settings.s3_bucket_name:
             raise ValueError("STORAGE_PROVIDER=s3 needs S3_BUCKET_NAME")
@@ -77,6 +86,7 @@ class S3Storage:
             region=settings.s3_region or "us-east-1",
             endpoint_url=settings.s3_endpoint,
             cdn_url=settings.cdn_url,
+            staging_dir=settings.data_dir / "staging",
         )
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
@@ -92,6 +102,21 @@ class S3Storage:
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await self._call("put_object", Key=key, Body=data, ContentType=content_type)
+
+    def _upload(self, path: Path, key: str, content_type: str) -> None:
+        try:
+            # boto3's managed transfer: one PUT below the threshold, a multipart upload above it
+            # (parts read from the file, never the whole file in memory).
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+            )
+        except (S3UploadFailedError, ClientError, BotoCoreError) as exc:
+            raise StorageError(f"{self.name} upload of {key} failed: {exc}") from exc
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await asyncio.to_thread(self._upload, path, key, content_type)
 
     async def get(self, key: str) -> bytes:
         response = await self._call("get_object", Key=key)

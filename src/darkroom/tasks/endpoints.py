@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 
 from darkroom.deps import Context, CurrentUser, Session
-from darkroom.errors import PayloadTooLarge
+from darkroom.errors import Unprocessable
 from darkroom.models import Upload as UploadRow
 from darkroom.providers.registry import KNOWN_TASK_TYPES
 from darkroom.schemas import Envelope, PageEnvelope, Pagination, ok
@@ -13,7 +13,9 @@ from darkroom.tasks import service
 from darkroom.tasks.presenter import present
 from darkroom.tasks.schemas import ParameterRead, TaskRead, TaskStatusRead, TaskTypeRead
 from darkroom.tasks.status import task_status
+from darkroom.uploads import inputs
 from darkroom.uploads import service as uploads_service
+from darkroom.uploads.form import FormLimits, read_form
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -24,37 +26,70 @@ def _dump(model: Any) -> Any:
     return model.model_dump(by_alias=True, mode="json")
 
 
-@router.post("/tasks", status_code=201, response_model=Envelope[TaskRead])
-async def create_task(
-    request: Request,
-    user: CurrentUser,
-    session: Session,
-    ctx: Context,
-    task_type: Annotated[str, Form(alias="taskType", description="e.g. background_removal")],
-    files: Annotated[list[UploadFile] | None, File(description="1–5 JPEG, PNG or WebP images")] = None,
-    parameters: Annotated[str | None, Form(description="A JSON object as a string")] = None,
-    upload_ids: Annotated[
-        list[str] | None, Form(alias="uploadIds", description="Ids from POST /api/uploads, instead of files")
-    ] = None,
-) -> dict[str, Any]:
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# The form, documented as FastAPI documents File()/Form() parameters: the body is read by
+# uploads/form.py as a stream (files go straight to storage), so FastAPI does not parse it.
+CREATE_TASK_FORM: dict[str, Any] = {
+    "title": "Body_create_task_api_tasks_post",
+    "type": "object",
+    "required": ["taskType"],
+    "properties": {
+        "taskType": {"type": "string", "title": "Tasktype", "description": "e.g. background_removal"},
+        "files": {
+            **_optional(
+                {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"}}
+            ),
+            "title": "Files",
+            "description": "1–5 JPEG, PNG or WebP images",
+        },
+        "parameters": {
+            **_optional({"type": "string"}),
+            "title": "Parameters",
+            "description": "A JSON object as a string",
+        },
+        "uploadIds": {
+            **_optional({"type": "array", "items": {"type": "string"}}),
+            "title": "Uploadids",
+            "description": "Ids from POST /api/uploads, instead of files",
+        },
+    },
+}
+
+
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=Envelope[TaskRead],
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": CREATE_TASK_FORM}}}
+    },
+    responses={
+        413: {"description": "A file over the per-file limit (file_too_large)"},
+        415: {"description": "A file that is not a JPEG, PNG or WebP image"},
+        422: {"description": "A missing or invalid field, or a corrupt image"},
+    },
+)
+async def create_task(request: Request, user: CurrentUser, session: Session, ctx: Context) -> dict[str, Any]:
     """Create a task. The price is reserved now and charged only when the task completes."""
-    uploads = []
-    limit = ctx.settings.max_file_bytes
-    for upload in files or []:
-        if upload.size is not None and upload.size > limit:
-            raise PayloadTooLarge(
-                f"{upload.filename or 'file'} is {upload.size / 2**20:.1f} MB; the limit is "
-                f"{ctx.settings.max_file_mb:g} MB per file.",
-                code="file_too_large",
-            )
-        data = await upload.read(limit + 1)
-        uploads.append(service.Upload(name=upload.filename, data=data))
+    settings = ctx.settings
+    limits = FormLimits(settings.max_file_bytes, settings.max_file_mb, settings.max_files)
+    form = await read_form(request, ctx.storage.staging_dir, limits)
+    try:  # the fields may come in any order, so they are validated once the body has ended
+        task_type = form.first("taskType")
+        if task_type is None:
+            raise Unprocessable("The request is not valid: taskType: Field required", code="validation_error")
+        uploads = await inputs.store_staged(ctx, session, form.files.get("files", []))
+    finally:
+        form.discard()  # what was not stored (stored keys are deleted if the transaction rolls back)
     direct: list[UploadRow] = []
-    if upload_ids:  # direct uploads (uploads/service.py): checked, then stored like the files above
+    if upload_ids := form.fields.get("uploadIds"):  # direct uploads (uploads/service.py)
         ids = [part for value in upload_ids for part in value.split(",")]
         taken, direct = await uploads_service.take(ctx, session, user, ids)
         uploads.extend(taken)
-    task = await service.create_task(ctx, session, user, task_type, parameters, uploads)
+    task = await service.create_task(ctx, session, user, task_type, form.first("parameters"), uploads)
     await uploads_service.mark_used(ctx, session, direct, task.id)
     files_by_task = await service.files_of(session, [task])
     return ok(_dump(present(ctx, str(request.base_url), task, files_by_task[task.id])), "Task created")

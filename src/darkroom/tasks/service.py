@@ -1,12 +1,12 @@
 """Tasks: create (with the credit reservation), read, list, retry, cancel. Never commits.
 
 The transaction that creates a task also reserves its price; the job is dispatched only after
-that commit (``uow.after_commit``); stored inputs are deleted again if it rolls back.
+that commit (``uow.after_commit``). Its inputs arrive checked and already stored (uploads/inputs.py
+streams them to storage); whoever stored them deletes them again if the transaction rolls back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import string
@@ -28,19 +28,21 @@ from darkroom.providers import limits
 from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
 from darkroom.providers.registry import KNOWN_TASK_TYPES
-from darkroom.storage.keys import new_key
 from darkroom.tasks.events import close_attempt, touch
-from darkroom.uow import after_commit, on_rollback
+from darkroom.uow import after_commit
 
 _TASK_NO_ALPHABET = string.ascii_uppercase + string.digits
 
 
 @dataclass(frozen=True)
 class Upload:
-    """A file as the client sent it. Its name and declared type are never trusted."""
+    """An input file, checked (type, pixel limit, structure: ``info``) and stored under ``key``.
+    ``name`` is the client's file name, shown but never trusted."""
 
     name: str | None
-    data: bytes
+    key: str
+    size: int
+    info: imaging.ImageInfo
 
 
 def new_task_no(now: datetime) -> str:
@@ -89,7 +91,7 @@ def check_inputs_for(
                 f"{label}: {spec.task_type} takes {', '.join(spec.input_formats)}.",
                 code="unsupported_image_type",
             )
-        if spec.max_input_bytes is not None and len(upload.data) > spec.max_input_bytes:
+        if spec.max_input_bytes is not None and upload.size > spec.max_input_bytes:
             raise PayloadTooLarge(
                 f"{label} is larger than the {spec.max_input_bytes} bytes {spec.task_type} accepts.",
                 code="file_too_large",
@@ -141,7 +143,7 @@ async def create_task(
     except InvalidParameter as exc:
         raise Unprocessable(exc.message, code="invalid_parameter", parameter=exc.parameter) from None
 
-    # 2. The files: count, size, and what the bytes really are.
+    # 2. The files: how many (each was checked when it was stored).
     chain = ctx.registry.chain(task_type)
     with_mask = 1 if params.get("mask") is True else 0  # the mask is a file, not an input image
     max_inputs = min(max(r.spec.max_inputs for r in chain) + with_mask, settings.max_files)
@@ -154,29 +156,13 @@ async def create_task(
             f"{task_type} takes at most {max_inputs} file(s); {len(uploads)} were sent.",
             code="too_many_files",
         )
-    infos: list[imaging.ImageInfo] = []
-    for upload in uploads:
-        label = upload.name or "file"
-        if len(upload.data) > settings.max_file_bytes:
-            raise PayloadTooLarge(
-                f"{label} is {len(upload.data) / 2**20:.1f} MB; "
-                f"the limit is {settings.max_file_mb:g} MB per file.",
-                code="file_too_large",
-            )
-        if not upload.data:
-            raise Unprocessable(f"{label} is empty.", code="empty_file")
-        try:
-            # O(n) structure check (the pixels are decoded by the provider); off the event loop
-            infos.append(await asyncio.to_thread(imaging.check_upload, upload.data, settings.max_pixels))
-        except imaging.ImageRejected as exc:
-            error = UnsupportedMediaType if exc.code == "unsupported_image_type" else Unprocessable
-            raise error(f"{label}: {exc.message}", code=exc.code) from None
+    infos = [upload.info for upload in uploads]
 
     # Each provider's own limits: the first of the chain that can take the inputs serves it.
     route = limits.choose_route(
         chain,
         [
-            limits.Facts(i.content_type, len(u.data), i.width, i.height)
+            limits.Facts(i.content_type, u.size, i.width, i.height)
             for u, i in zip(uploads, infos, strict=True)
         ],
         params,
@@ -190,7 +176,7 @@ async def create_task(
     if balance < price:
         raise credits.InsufficientCredits(price, balance)
 
-    # 4. Store the inputs, then write task + files + reservation in this one transaction.
+    # 4. Write task + files + reservation in this one transaction.
     now = datetime.now(UTC)
     task = Task(
         id=new_id(),
@@ -207,27 +193,17 @@ async def create_task(
         created_at=now,
         updated_at=now,
     )
-    stored: list[str] = []
-
-    async def cleanup() -> None:
-        for key in stored:
-            await ctx.storage.delete(key)
-
-    on_rollback(session, cleanup)
     files: list[TaskFile] = []
     for position, (upload, info) in enumerate(zip(uploads, infos, strict=True)):
-        key = new_key("inputs", upload.name, info.content_type)
-        await ctx.storage.put(key, upload.data, info.content_type)
-        stored.append(key)
         files.append(
             TaskFile(
                 task_id=task.id,
                 role="input",
                 attempt=0,
                 position=position,
-                storage_key=key,
+                storage_key=upload.key,
                 content_type=info.content_type,
-                size=len(upload.data),
+                size=upload.size,
                 width=info.width,
                 height=info.height,
                 original_name=(upload.name or "")[:255] or None,

@@ -4,9 +4,9 @@
 bound to both. ``take`` is called by task creation: it checks each upload belongs to the user and
 is unused, that the object exists with the announced size, and what the bytes really are (type
 from the magic bytes, pixel count from the header, then the file's structure). A refused object is
-deleted at once. An accepted one is handed to task creation like a multipart file (which stores
-it under a key of ours); the uploaded object is deleted after the commit, so a client that still
-holds the PUT URL can never change a task's input.
+deleted at once. An accepted one is copied under a key of ours (``uploads/inputs.py``) and handed
+to task creation like a multipart file; the uploaded object is deleted after the commit, so a
+client that still holds the PUT URL can never change a task's input.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from darkroom.models import Upload, User
 from darkroom.storage.keys import EXTENSIONS, new_key
 from darkroom.tasks.service import Upload as FileUpload
 from darkroom.uow import after_commit
+from darkroom.uploads import inputs
 from darkroom.uploads.schemas import UploadFileRequest, UploadRead
 
 
@@ -95,8 +96,8 @@ async def _refuse(ctx: AppContext, key: str, error: DarkroomError) -> DarkroomEr
     return error
 
 
-async def _check(ctx: AppContext, row: Upload) -> FileUpload:
-    """The object behind one upload, checked; refused objects are deleted."""
+async def _check(ctx: AppContext, session: AsyncSession, row: Upload) -> FileUpload:
+    """The object behind one upload, checked and copied; refused objects are deleted."""
     settings = ctx.settings
     label = row.original_name or "upload"
     info = await ctx.storage.stat(row.storage_key)
@@ -128,7 +129,7 @@ async def _check(ctx: AppContext, row: Upload) -> FileUpload:
                 code="upload_type_mismatch",
             ),
         )
-    return FileUpload(name=row.original_name, data=data)
+    return await inputs.store_bytes(ctx, session, row.original_name, data, image)
 
 
 async def take(
@@ -152,7 +153,7 @@ async def take(
             raise NotFound(f"Upload {upload_id} not found.", code="upload_not_found")
         if row.status != "pending":
             raise Conflict(f"Upload {upload_id} was already used by a task.", code="upload_already_used")
-    files = [await _check(ctx, rows[i]) for i in ids]
+    files = [await _check(ctx, session, rows[i]) for i in ids]
     return files, [rows[i] for i in ids]
 
 
