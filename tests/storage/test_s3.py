@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import time
 from pathlib import Path
@@ -134,7 +133,7 @@ async def test_put_file_streams_a_staged_file_as_a_multipart_upload(
     for offset in range(0, len(data), 65536):
         await staging.write(data[offset : offset + 65536])
     staged = await staging.finish()
-    assert staged.size == len(data) and staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert staged.size == len(data)
     key = new_key("inputs", "big.jpg", "image/jpeg")
     await storage.put_file(key, staged.path, "image/jpeg")
     assert not staged.path.exists()

@@ -1,17 +1,15 @@
 """Staging files: an upload streamed to disk before it is checked and stored under its key.
 
 A :class:`StagingFile` is a temporary file in the storage's staging directory (for local storage
-inside the storage root, so storing it is an atomic rename). Chunks are hashed (SHA-256) and
-written as they arrive, in batches of :data:`WRITE_BATCH` bytes handed to a worker thread while
-the next batch is received, so the event loop never waits for the disk and memory stays at two
-batches per upload. ``finish()``
-fsyncs once; ``discard()`` removes the file (idempotent), whatever happened before.
+inside the storage root, so storing it is an atomic rename). Chunks are written as they arrive,
+in batches of :data:`WRITE_BATCH` bytes handed to a worker thread while the next batch is
+received, so the event loop never waits for the disk and memory stays at two batches per upload.
+``finish()`` fsyncs once; ``discard()`` removes the file (idempotent), whatever happened before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 WRITE_BATCH = 1024 * 1024
-"""Bytes collected on the event loop before one write (+ hash) in a worker thread: a 10 MB upload
+"""Bytes collected on the event loop before one write in a worker thread: a 10 MB upload
 takes ~10 thread hand-offs instead of one per 64 KiB network chunk."""
 
 
@@ -31,7 +29,6 @@ class StagedFile:
     path: Path
     name: str | None
     size: int
-    sha256: str
 
 
 class StagingFile:
@@ -40,14 +37,12 @@ class StagingFile:
         self.name = name
         self.path = directory / f"upload-{secrets.token_hex(8)}"
         self.size = 0
-        self._hash = hashlib.sha256()
         self._pending = bytearray()
         self._writing: asyncio.Future[None] | None = None
         self._file: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
 
     def _write(self, data: bytes | bytearray) -> None:
         assert self._file is not None
-        self._hash.update(data)  # releases the GIL for large buffers
         self._file.write(data)
 
     async def write(self, data: bytes | memoryview) -> None:
@@ -76,7 +71,7 @@ class StagingFile:
             await self._writing
             self._writing = None
         await asyncio.to_thread(self._finish)
-        return StagedFile(path=self.path, name=self.name, size=self.size, sha256=self._hash.hexdigest())
+        return StagedFile(path=self.path, name=self.name, size=self.size)
 
     def _close_and_remove(self) -> None:
         if self._file is not None:

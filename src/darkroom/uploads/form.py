@@ -3,7 +3,7 @@
 FastAPI's ``File()`` parameters parse the whole form before the endpoint runs, spooling each
 file to a temporary file that is then read back into one ``bytes`` and written again to storage.
 Here python-multipart's streaming ``MultipartParser`` is fed from ``request.stream()``; each file
-part's data is hashed and written to a :class:`~darkroom.storage.staging.StagingFile` in the
+part's data is written to a :class:`~darkroom.storage.staging.StagingFile` in the
 storage's staging directory as it arrives (bench/FINDINGS.md, fourth pass).
 
 Limits are enforced while reading: a file past ``max_file_bytes`` is refused with 413
