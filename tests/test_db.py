@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from darkroom.db import Database
 
@@ -41,3 +42,28 @@ async def test_concurrent_sqlite_writers_queue_and_all_commit(tmp_path: Path) ->
     assert most == 1  # one write transaction at a time within the process
     assert seen == 40  # the reader saw the committed rows, not the open write
     assert total == 41
+
+
+async def test_a_single_read_on_sqlite_sends_no_begin_and_sees_committed_rows(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    sent: list[str] = []
+    try:
+        async with db.transaction() as s:
+            await s.execute(text("CREATE TABLE t (n INTEGER NOT NULL)"))
+            await s.execute(text("INSERT INTO t (n) VALUES (1)"))
+        assert db.single_read_engine is not db.engine
+
+        @event.listens_for(db.single_read_engine.sync_engine, "before_cursor_execute")
+        def _sent(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            sent.append(statement)
+
+        async with db.transaction() as w:  # an open write is not seen, and does not block the read
+            await w.execute(text("INSERT INTO t (n) VALUES (2)"))
+            async with db.single_read() as conn:
+                seen = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+        async with db.single_read() as conn:
+            after = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    finally:
+        await db.dispose()
+    assert (seen, after) == (1, 2)
+    assert sent == ["SELECT count(*) FROM t"] * 2  # no BEGIN, and no transaction left open

@@ -20,7 +20,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from darkroom import sqlite_inline
 from darkroom.sqlite_checkpoint import WalCheckpointer
@@ -72,6 +78,16 @@ class Database:
                 pool_timeout=60,
             )
             _configure_sqlite(self.write_engine)
+            # One SELECT needs no BEGIN ... ROLLBACK around it: in autocommit mode SQLite gives the
+            # statement its own read snapshot (the status poll, bench figure 5).
+            self.single_read_engine = create_async_engine(
+                url,
+                echo=echo,
+                async_creator=sqlite_inline.connector(path, timeout=lock_timeout),
+                pool_size=4,
+                max_overflow=12,
+                pool_reset_on_return=None,
+            )
             self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
             if self.checkpointer is not None:
                 checkpointer = self.checkpointer
@@ -81,6 +97,7 @@ class Database:
                     checkpointer.start()
         else:
             self.write_engine = self.engine
+            self.single_read_engine = self.engine
             self.checkpointer = None
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
@@ -90,6 +107,12 @@ class Database:
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self.write_sessions if write else self.read_sessions)()
+
+    @asynccontextmanager
+    async def single_read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one SELECT whose rows are read at once (no transaction on SQLite)."""
+        async with self.single_read_engine.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -105,7 +128,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.write_engine is not self.engine:
-            await self.write_engine.dispose()
+        for engine in {self.write_engine, self.single_read_engine} - {self.engine}:
+            await engine.dispose()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)

@@ -117,8 +117,10 @@ class TaskRunner:
             return
         finally:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # wait() does not raise the renewer's CancelledError, so a stop of this run that
+            # lands meanwhile is raised, never swallowed (a swallowed stop left the worker
+            # waiting for its next task and the shutdown waiting for it)
+            await asyncio.wait([renewer])
         if isinstance(outcome, TaskFailure):
             await self._finish_failed(claim, outcome)
         else:
