@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.errors import NotFound, PaymentRequired
 from darkroom.models import CreditTransaction, UserCredits
+from darkroom.models.tables import credit_transactions
+from darkroom.models.tables import user_credits as balances
 
 
 @dataclass(frozen=True)
@@ -50,47 +52,49 @@ async def _apply(
     task_id: str | None = None,
     settlement_key: str | None = None,
     spent: int = 0,
-) -> CreditTransaction:
-    values: dict[str, object] = {"credits": UserCredits.credits + amount}
+) -> int:
+    """Move the balance and append the ledger row (two Core statements); returns the balance after."""
+    values: dict[str, object] = {"credits": balances.c.credits + amount}
     if amount > 0 and kind in ("grant", "adjust"):
-        values["total_earned"] = UserCredits.total_earned + amount
+        values["total_earned"] = balances.c.total_earned + amount
     if spent:
-        values["total_spent"] = UserCredits.total_spent + spent
+        values["total_spent"] = balances.c.total_spent + spent
     stmt = (
-        update(UserCredits)
-        .where(UserCredits.user_id == user_id, UserCredits.credits + amount >= 0)
+        update(balances)
+        .where(balances.c.user_id == user_id, balances.c.credits + amount >= 0)
         .values(**values)
-        .returning(UserCredits.credits)
+        .returning(balances.c.credits)
     )
     after = (await session.execute(stmt)).scalar_one_or_none()
     if after is None:
         balance = await balance_of(session, user_id)
         raise InsufficientCredits(-amount, balance)
-    entry = CreditTransaction(
-        user_id=user_id,
-        task_id=task_id,
-        transaction_type=kind,
-        amount=amount,
-        balance_before=after - amount,
-        balance_after=after,
-        description=description,
-        settlement_key=settlement_key,
+    await session.execute(
+        insert(credit_transactions).values(
+            user_id=user_id,
+            task_id=task_id,
+            transaction_type=kind,
+            amount=amount,
+            balance_before=after - amount,
+            balance_after=after,
+            description=description,
+            settlement_key=settlement_key,
+        )
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return int(after)
 
 
 async def grant(
     session: AsyncSession, user_id: str, amount: int, description: str, *, kind: str = "grant"
-) -> CreditTransaction:
-    """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task."""
+) -> int:
+    """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task.
+    Returns the balance after."""
     return await _apply(session, user_id, amount, kind, description)
 
 
 async def reserve(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
-) -> CreditTransaction:
+) -> int:
     """Hold the price of one attempt. 402 when the balance does not cover it."""
     return await _apply(
         session,
@@ -105,7 +109,7 @@ async def reserve(
 
 async def capture(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
-) -> CreditTransaction:
+) -> int:
     """The held credits are spent. The balance does not move again; the ledger records it."""
     return await _apply(
         session,
@@ -121,7 +125,7 @@ async def capture(
 
 async def release(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str, why: str
-) -> CreditTransaction:
+) -> int:
     """Give the held credits back (failed or canceled attempt)."""
     return await _apply(
         session,

@@ -1,5 +1,6 @@
-"""Every visible change of a task goes through ``touch``: it appends a TaskEvent whose id becomes
-the task's ``seq`` (used by event streams and ETags) and wakes local listeners after commit."""
+"""Every visible change of a task goes through ``touch`` (ORM) or ``record`` (Core): it appends a
+TaskEvent whose id becomes the task's ``seq`` (used by event streams and ETags) and wakes local
+listeners after commit."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom.models import Task, TaskAttempt, TaskEvent
+from darkroom.models import Task, TaskEvent
+from darkroom.models.tables import task_attempts, task_events, tasks
 from darkroom.uow import after_commit, on_rollback
 
 
@@ -21,13 +23,42 @@ async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None
     session.add(event)
     await session.flush()
     task.seq = event.id
-    session.info.setdefault("changed_tasks", set()).add(task.id)
+    changed(session, task.id, task.user_id)
+
+
+async def insert_event(
+    session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
+) -> int:
+    """Core: append the event and return its id (the task's new ``seq``); the caller writes the
+    task's ``seq`` in its own UPDATE of the task (see ``record``) and calls ``changed``."""
+    result = await session.execute(
+        insert(task_events)
+        .values(task_id=task_id, user_id=user_id, kind=kind, status=status, progress=progress)
+        .returning(task_events.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def record(
+    session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
+) -> int:
+    """``touch`` for a task written with Core statements (no ORM instance): the event, the task's
+    ``seq``, the listeners' wake-up after commit. Returns the new ``seq``."""
+    seq = await insert_event(session, task_id, user_id, status, progress, kind)
+    await session.execute(update(tasks).where(tasks.c.id == task_id).values(seq=seq))
+    changed(session, task_id, user_id)
+    return seq
+
+
+def changed(session: AsyncSession, task_id: str, user_id: str) -> None:
+    """Remember that the task changed: its owner's event streams are woken after commit."""
+    session.info.setdefault("changed_tasks", set()).add(task_id)
     users: set[str] | None = session.info.get("changed_users")
     if users is None:
         users = session.info["changed_users"] = set()
         after_commit(session, partial(_wake_listeners, session.info))
         on_rollback(session, partial(_forget, session.info))
-    users.add(task.user_id)
+    users.add(user_id)
 
 
 async def _forget(info: dict[str, Any]) -> None:
@@ -47,9 +78,21 @@ async def _wake_listeners(info: dict[str, Any]) -> None:
 async def close_attempt(session: AsyncSession, task: Task, status: str, now: datetime) -> None:
     """Record how the task's current attempt ended (history kept across retries).
     One UPDATE, no read of the attempt row first (one statement less per finished task)."""
+    await end_attempt(session, task.id, task.attempt, status, now, task.error_code, task.error_message)
+
+
+async def end_attempt(
+    session: AsyncSession,
+    task_id: str,
+    attempt: int,
+    status: str,
+    now: datetime,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    """``close_attempt`` by ids (Core)."""
     await session.execute(
-        update(TaskAttempt)
-        .where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
-        .values(status=status, finished_at=now, error_code=task.error_code, error_message=task.error_message)
-        .execution_options(synchronize_session=False)
+        update(task_attempts)
+        .where(task_attempts.c.task_id == task_id, task_attempts.c.attempt == attempt)
+        .values(status=status, finished_at=now, error_code=error_code, error_message=error_message)
     )
