@@ -8,9 +8,10 @@ task attempt, whatever the code path. Never commits.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Integer, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.errors import NotFound, PaymentRequired
@@ -42,6 +43,27 @@ async def balance_of(session: AsyncSession, user_id: str) -> int:
     return value
 
 
+_INSERT_ENTRY = insert(credit_transactions)
+
+
+@functools.cache
+def _balance_update(earned: bool, spent: bool) -> Update:
+    """The conditional balance UPDATE … RETURNING, built once per shape (reused statements keep
+    their memoized cache key)."""
+    amount = bindparam("b_amount", type_=Integer())
+    values: dict[str, object] = {"credits": balances.c.credits + amount}
+    if earned:
+        values["total_earned"] = balances.c.total_earned + amount
+    if spent:
+        values["total_spent"] = balances.c.total_spent + bindparam("b_spent", type_=Integer())
+    return (
+        update(balances)
+        .where(balances.c.user_id == bindparam("b_user_id"), balances.c.credits + amount >= 0)
+        .values(**values)
+        .returning(balances.c.credits)
+    )
+
+
 async def _apply(
     session: AsyncSession,
     user_id: str,
@@ -54,32 +76,26 @@ async def _apply(
     spent: int = 0,
 ) -> int:
     """Move the balance and append the ledger row (two Core statements); returns the balance after."""
-    values: dict[str, object] = {"credits": balances.c.credits + amount}
-    if amount > 0 and kind in ("grant", "adjust"):
-        values["total_earned"] = balances.c.total_earned + amount
+    stmt = _balance_update(amount > 0 and kind in ("grant", "adjust"), bool(spent))
+    params: dict[str, object] = {"b_user_id": user_id, "b_amount": amount}
     if spent:
-        values["total_spent"] = balances.c.total_spent + spent
-    stmt = (
-        update(balances)
-        .where(balances.c.user_id == user_id, balances.c.credits + amount >= 0)
-        .values(**values)
-        .returning(balances.c.credits)
-    )
-    after = (await session.execute(stmt)).scalar_one_or_none()
+        params["b_spent"] = spent
+    after = (await session.execute(stmt, params)).scalar()
     if after is None:
         balance = await balance_of(session, user_id)
         raise InsufficientCredits(-amount, balance)
     await session.execute(
-        insert(credit_transactions).values(
-            user_id=user_id,
-            task_id=task_id,
-            transaction_type=kind,
-            amount=amount,
-            balance_before=after - amount,
-            balance_after=after,
-            description=description,
-            settlement_key=settlement_key,
-        )
+        _INSERT_ENTRY,
+        {
+            "user_id": user_id,
+            "task_id": task_id,
+            "transaction_type": kind,
+            "amount": amount,
+            "balance_before": after - amount,
+            "balance_after": after,
+            "description": description,
+            "settlement_key": settlement_key,
+        },
     )
     return int(after)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.models import Task, TaskEvent
@@ -26,15 +26,32 @@ async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None
     changed(session, task.id, task.user_id)
 
 
+# Built once: a statement object reused keeps its compiled form's cache key (SQLAlchemy memoizes
+# it on the object), so the hot paths neither rebuild nor re-traverse it on every execution.
+_INSERT_EVENT = insert(task_events).returning(task_events.c.id)
+_SET_SEQ = update(tasks).where(tasks.c.id == bindparam("b_task_id")).values(seq=bindparam("b_seq"))
+_END_ATTEMPT = (
+    update(task_attempts)
+    .where(
+        task_attempts.c.task_id == bindparam("b_task_id"), task_attempts.c.attempt == bindparam("b_attempt")
+    )
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+    )
+)
+
+
 async def insert_event(
     session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
 ) -> int:
     """Core: append the event and return its id (the task's new ``seq``); the caller writes the
     task's ``seq`` in its own UPDATE of the task (see ``record``) and calls ``changed``."""
     result = await session.execute(
-        insert(task_events)
-        .values(task_id=task_id, user_id=user_id, kind=kind, status=status, progress=progress)
-        .returning(task_events.c.id)
+        _INSERT_EVENT,
+        {"task_id": task_id, "user_id": user_id, "kind": kind, "status": status, "progress": progress},
     )
     return int(result.scalar_one())
 
@@ -45,7 +62,7 @@ async def record(
     """``touch`` for a task written with Core statements (no ORM instance): the event, the task's
     ``seq``, the listeners' wake-up after commit. Returns the new ``seq``."""
     seq = await insert_event(session, task_id, user_id, status, progress, kind)
-    await session.execute(update(tasks).where(tasks.c.id == task_id).values(seq=seq))
+    await session.execute(_SET_SEQ, {"b_task_id": task_id, "b_seq": seq})
     changed(session, task_id, user_id)
     return seq
 
@@ -92,7 +109,13 @@ async def end_attempt(
 ) -> None:
     """``close_attempt`` by ids (Core)."""
     await session.execute(
-        update(task_attempts)
-        .where(task_attempts.c.task_id == task_id, task_attempts.c.attempt == attempt)
-        .values(status=status, finished_at=now, error_code=error_code, error_message=error_message)
+        _END_ATTEMPT,
+        {
+            "b_task_id": task_id,
+            "b_attempt": attempt,
+            "b_status": status,
+            "b_now": now,
+            "b_error_code": error_code,
+            "b_error_message": error_message,
+        },
     )

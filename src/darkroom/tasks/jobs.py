@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging, metrics
@@ -81,6 +81,96 @@ class Live:
 
     provider: Provider | None = None
     request_id: str | None = None
+
+
+# The hot statements, built once (a reused statement object keeps its memoized cache key: no
+# construction and no cache-key traversal per execution). ``b_*`` are the bound values.
+_t, _a, _f = tables.tasks, tables.task_attempts, tables.task_files
+_NOW = bindparam("b_now", type_=_t.c.updated_at.type)
+_CLAIMABLE = (_t.c.id == bindparam("b_task_id")) & (
+    (_t.c.status == TaskStatus.PENDING)
+    | (
+        (_t.c.status == TaskStatus.PROCESSING)
+        & (_t.c.lease_expires_at.is_(None) | (_t.c.lease_expires_at < _NOW))
+    )
+)
+_CLAIM = (
+    update(_t)
+    .where(_CLAIMABLE, _t.c.claim_count < bindparam("b_max_claims"))
+    .values(
+        status=TaskStatus.PROCESSING,
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_expires", type_=_t.c.lease_expires_at.type),
+        claim_count=_t.c.claim_count + 1,
+        started_at=func.coalesce(_t.c.started_at, _NOW),
+        # the claim itself records the start progress: one write transaction less between the
+        # commit that created the task and the provider starting (bench figure 2)
+        progress=case((_t.c.progress > PROGRESS_START, _t.c.progress), else_=PROGRESS_START),
+        updated_at=_NOW,
+    )
+    .returning(
+        _t.c.user_id,
+        _t.c.task_no,
+        _t.c.attempt,
+        _t.c.task_type,
+        _t.c.ai_provider,
+        _t.c.input_parameters,
+        _t.c.prompt,
+        _t.c.cost,
+        _t.c.ai_task_id,
+        _t.c.progress,
+    )
+)
+_START_ATTEMPT = (  # one UPDATE, no read of the attempt row first
+    update(_a)
+    .where(_a.c.task_id == bindparam("b_task_id"), _a.c.attempt == bindparam("b_attempt"))
+    .values(status="processing", started_at=func.coalesce(_a.c.started_at, _NOW))
+)
+_INPUTS = (
+    select(_f.c.storage_key, _f.c.content_type, _f.c.original_name)
+    .where(_f.c.task_id == bindparam("b_task_id"), _f.c.role == "input")
+    .order_by(_f.c.position)
+)
+_HELD = (
+    (_t.c.id == bindparam("b_task_id"))
+    & (_t.c.status == TaskStatus.PROCESSING)
+    & (_t.c.lease_owner == bindparam("b_owner"))
+    & (_t.c.attempt == bindparam("b_attempt"))
+)
+_COMPLETE = (
+    update(_t)
+    .where(_HELD)
+    .values(
+        status=TaskStatus.COMPLETED,
+        progress=100,
+        completed_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+        error_code=None,
+        error_message=None,
+        ai_task_id=func.coalesce(bindparam("b_request_id", type_=_t.c.ai_task_id.type), _t.c.ai_task_id),
+        ai_model=func.coalesce(bindparam("b_model", type_=_t.c.ai_model.type), _t.c.ai_model),
+        result_metadata=bindparam("b_metadata", type_=_t.c.result_metadata.type),
+        seq=bindparam("b_seq"),
+    )
+    .returning(_t.c.id)
+)
+_FAIL = (
+    update(_t)
+    .where(_HELD)
+    .values(
+        status=TaskStatus.FAILED,
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        completed_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(_t.c.progress)
+)
+_INSERT_OUTPUTS = insert(_f)
 
 
 class LeaseLost(Exception):
@@ -146,47 +236,20 @@ class TaskRunner:
         lock like the SELECT … FOR UPDATE it replaces and re-checks the condition on the row it
         gets, so of two workers only one claims); then the attempt, the event and the inputs."""
         now = datetime.now(UTC)
-        t = tables.tasks
-        claimable = (t.c.id == task_id) & (
-            (t.c.status == TaskStatus.PENDING)
-            | (
-                (t.c.status == TaskStatus.PROCESSING)
-                & (t.c.lease_expires_at.is_(None) | (t.c.lease_expires_at < now))
-            )
-        )
         max_claims = self.ctx.settings.max_claims
         async with self.ctx.db.transaction() as session:
-            claimed = (
-                await session.execute(
-                    update(t)
-                    .where(claimable, t.c.claim_count < max_claims)
-                    .values(
-                        status=TaskStatus.PROCESSING,
-                        lease_owner=self.worker_id,
-                        lease_expires_at=now + self.lease,
-                        claim_count=t.c.claim_count + 1,
-                        started_at=func.coalesce(t.c.started_at, literal(now, t.c.started_at.type)),
-                        # the claim itself records the start progress: one write transaction less
-                        # between the commit that created the task and the provider (figure 2)
-                        progress=case((t.c.progress > PROGRESS_START, t.c.progress), else_=PROGRESS_START),
-                        updated_at=now,
-                    )
-                    .returning(
-                        t.c.user_id,
-                        t.c.task_no,
-                        t.c.attempt,
-                        t.c.task_type,
-                        t.c.ai_provider,
-                        t.c.input_parameters,
-                        t.c.prompt,
-                        t.c.cost,
-                        t.c.ai_task_id,
-                        t.c.progress,
-                    )
-                )
-            ).one_or_none()
+            params = {
+                "b_task_id": task_id,
+                "b_now": now,
+                "b_max_claims": max_claims,
+                "b_owner": self.worker_id,
+                "b_expires": now + self.lease,
+            }
+            claimed = (await session.execute(_CLAIM, params)).one_or_none()
             if claimed is None:  # not claimable, or claimed too often: the rare path, as before
-                task = await session.scalar(select(Task).where(claimable).with_for_update())
+                task = await session.scalar(
+                    select(Task).where(_CLAIMABLE).with_for_update(), {"b_task_id": task_id, "b_now": now}
+                )
                 if task is not None and task.claim_count >= max_claims:
                     await self._fail(
                         session,
@@ -196,24 +259,13 @@ class TaskRunner:
                         now,
                     )
                 return None
-            a = tables.task_attempts
-            await session.execute(  # one UPDATE, no read of the attempt row first
-                update(a)
-                .where(a.c.task_id == task_id, a.c.attempt == claimed.attempt)
-                .values(
-                    status="processing",
-                    started_at=func.coalesce(a.c.started_at, literal(now, a.c.started_at.type)),
-                )
+            await session.execute(
+                _START_ATTEMPT, {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": now}
             )
             await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
-            f = tables.task_files
             inputs = [
                 InputFile(key, content_type, name)
-                for key, content_type, name in await session.execute(
-                    select(f.c.storage_key, f.c.content_type, f.c.original_name)
-                    .where(f.c.task_id == task_id, f.c.role == "input")
-                    .order_by(f.c.position)
-                )
+                for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
             ]
             return Claim(
                 task_id=task_id,
@@ -455,37 +507,27 @@ class TaskRunner:
                 }
             )
         now = datetime.now(UTC)
-        t = tables.tasks
-        values: dict[str, object] = {
-            "status": TaskStatus.COMPLETED,
-            "progress": 100,
-            "completed_at": now,
-            "updated_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "error_code": None,
-            "error_message": None,
-            "result_metadata": dict(result.metadata) or None,
+        params: dict[str, object] = {
+            "b_task_id": claim.task_id,
+            "b_owner": self.worker_id,
+            "b_attempt": claim.attempt,
+            "b_now": now,
+            "b_request_id": result.request_id or None,  # else keep the one remembered while it ran
+            "b_model": result.model or None,
+            "b_metadata": dict(result.metadata) or None,
         }
-        if result.request_id:  # else keep the one remembered while it ran
-            values["ai_task_id"] = result.request_id
-        if result.model:
-            values["ai_model"] = result.model
         done = False
         try:
             async with self.ctx.db.transaction() as session:
                 # The event first: its id is the ``seq`` that the task's UPDATE writes (no second
                 # UPDATE for it). If we no longer hold the task, everything rolls back, event too.
-                values["seq"] = await insert_event(
+                params["b_seq"] = await insert_event(
                     session, claim.task_id, claim.user_id, TaskStatus.COMPLETED, 100
                 )
-                held = await session.execute(
-                    update(t).where(self._held(claim)).values(**values).returning(t.c.id)
-                )
-                if held.first() is None:
+                if (await session.execute(_COMPLETE, params)).first() is None:
                     raise _NotHeld
                 if stored:
-                    await session.execute(insert(tables.task_files), stored)
+                    await session.execute(_INSERT_OUTPUTS, stored)
                 await end_attempt(session, claim.task_id, claim.attempt, "completed", now)
                 await credits.capture(
                     session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no
@@ -501,24 +543,16 @@ class TaskRunner:
 
     async def _finish_failed(self, claim: Claim, failure: TaskFailure) -> None:
         now = datetime.now(UTC)
-        t = tables.tasks
+        params = {
+            "b_task_id": claim.task_id,
+            "b_owner": self.worker_id,
+            "b_attempt": claim.attempt,
+            "b_now": now,
+            "b_error_code": failure.code,
+            "b_error_message": failure.message,
+        }
         async with self.ctx.db.transaction() as session:
-            row = (
-                await session.execute(
-                    update(t)
-                    .where(self._held(claim))
-                    .values(
-                        status=TaskStatus.FAILED,
-                        error_code=failure.code,
-                        error_message=failure.message,
-                        completed_at=now,
-                        updated_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
-                    .returning(t.c.progress)
-                )
-            ).first()
+            row = (await session.execute(_FAIL, params)).first()
             if row is None:  # canceled meanwhile, or the lease was lost: a no-op
                 return
             await end_attempt(
