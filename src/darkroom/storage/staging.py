@@ -32,30 +32,18 @@ class StagedFile:
 
 
 class StagingFile:
-    """The file is created by the first write, in the writer thread (for a small upload: by
-    ``finish``): creating a file costs ~0.5 ms of system time here, which the event loop no
-    longer spends."""
-
     def __init__(self, directory: Path, name: str | None) -> None:
-        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.path = directory / f"upload-{secrets.token_hex(8)}"
         self.size = 0
         self._pending = bytearray()
         self._writing: asyncio.Future[None] | None = None
-        self._file: BinaryIO | None = None
-        self._created = False
-
-    def _open(self) -> BinaryIO:
-        if self._file is None:
-            assert not self._created, "written after finish or discard"
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
-            self._created = True
-        return self._file
+        self._file: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
 
     def _write(self, data: bytes | bytearray) -> None:
-        self._open().write(data)
+        assert self._file is not None
+        self._file.write(data)
 
     async def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
@@ -69,7 +57,6 @@ class StagingFile:
             self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, batch)
 
     def _finish(self) -> None:
-        self._open()
         assert self._file is not None
         if self._pending:
             self._write(self._pending)
@@ -90,9 +77,7 @@ class StagingFile:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._created:
-            self.path.unlink(missing_ok=True)
-        self._created = True  # nothing is written to this path any more
+        self.path.unlink(missing_ok=True)
 
     def _after_write(self, writing: asyncio.Future[None]) -> None:
         if not writing.cancelled():
