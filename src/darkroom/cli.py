@@ -185,10 +185,9 @@ def credits_grant(email: str, amount: int, reason: str) -> None:
             user = await auth.get_by_email(session, email)
             if user is None:
                 raise click.ClickException(f"no user with e-mail {email}")
-            entry = await service.grant(
+            return await service.grant(
                 session, user.id, amount, reason, kind="grant" if amount > 0 else "adjust"
             )
-            return entry.balance_after
 
     try:
         balance = _with_db(_settings(), run)

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.auth import service as auth_service
-from darkroom.auth.security import decode_token
+from darkroom.auth.security import decode_token_cached
 from darkroom.context import AppContext
 from darkroom.models import User
 from darkroom.uow import owned
@@ -71,7 +71,7 @@ async def get_current_user(
     endpoint writes; a read request reads it in the request's one read transaction.
     Browsers send the token in the session cookie instead; then writes need the CSRF header."""
     token = web_session.request_token(request, credentials.credentials if credentials else None)
-    claims = decode_token(token, ctx.settings.secret_key)
+    claims = decode_token_cached(token, ctx.settings.secret_key)  # the user is still read below
     if shared is not None:
         return await auth_service.get_active_user(shared, claims)
     async with ctx.db.transaction(write=False) as session:

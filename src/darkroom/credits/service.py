@@ -8,13 +8,16 @@ task attempt, whatever the code path. Never commits.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.errors import NotFound, PaymentRequired
 from darkroom.models import CreditTransaction, UserCredits
+from darkroom.models.tables import credit_transactions
+from darkroom.models.tables import user_credits as balances
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,27 @@ async def balance_of(session: AsyncSession, user_id: str) -> int:
     return value
 
 
+_INSERT_ENTRY = insert(credit_transactions)
+
+
+@functools.cache
+def _balance_update(earned: bool, spent: bool) -> Update:
+    """The conditional balance UPDATE … RETURNING, built once per shape (reused statements keep
+    their memoized cache key)."""
+    amount = bindparam("b_amount", type_=Integer())
+    values: dict[str, object] = {"credits": balances.c.credits + amount}
+    if earned:
+        values["total_earned"] = balances.c.total_earned + amount
+    if spent:
+        values["total_spent"] = balances.c.total_spent + bindparam("b_spent", type_=Integer())
+    return (
+        update(balances)
+        .where(balances.c.user_id == bindparam("b_user_id"), balances.c.credits + amount >= 0)
+        .values(**values)
+        .returning(balances.c.credits)
+    )
+
+
 async def _apply(
     session: AsyncSession,
     user_id: str,
@@ -50,47 +74,43 @@ async def _apply(
     task_id: str | None = None,
     settlement_key: str | None = None,
     spent: int = 0,
-) -> CreditTransaction:
-    values: dict[str, object] = {"credits": UserCredits.credits + amount}
-    if amount > 0 and kind in ("grant", "adjust"):
-        values["total_earned"] = UserCredits.total_earned + amount
+) -> int:
+    """Move the balance and append the ledger row (two Core statements); returns the balance after."""
+    stmt = _balance_update(amount > 0 and kind in ("grant", "adjust"), bool(spent))
+    params: dict[str, object] = {"b_user_id": user_id, "b_amount": amount}
     if spent:
-        values["total_spent"] = UserCredits.total_spent + spent
-    stmt = (
-        update(UserCredits)
-        .where(UserCredits.user_id == user_id, UserCredits.credits + amount >= 0)
-        .values(**values)
-        .returning(UserCredits.credits)
-    )
-    after = (await session.execute(stmt)).scalar_one_or_none()
+        params["b_spent"] = spent
+    after = (await session.execute(stmt, params)).scalar()
     if after is None:
         balance = await balance_of(session, user_id)
         raise InsufficientCredits(-amount, balance)
-    entry = CreditTransaction(
-        user_id=user_id,
-        task_id=task_id,
-        transaction_type=kind,
-        amount=amount,
-        balance_before=after - amount,
-        balance_after=after,
-        description=description,
-        settlement_key=settlement_key,
+    await session.execute(
+        _INSERT_ENTRY,
+        {
+            "user_id": user_id,
+            "task_id": task_id,
+            "transaction_type": kind,
+            "amount": amount,
+            "balance_before": after - amount,
+            "balance_after": after,
+            "description": description,
+            "settlement_key": settlement_key,
+        },
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return int(after)
 
 
 async def grant(
     session: AsyncSession, user_id: str, amount: int, description: str, *, kind: str = "grant"
-) -> CreditTransaction:
-    """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task."""
+) -> int:
+    """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task.
+    Returns the balance after."""
     return await _apply(session, user_id, amount, kind, description)
 
 
 async def reserve(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
-) -> CreditTransaction:
+) -> int:
     """Hold the price of one attempt. 402 when the balance does not cover it."""
     return await _apply(
         session,
@@ -105,7 +125,7 @@ async def reserve(
 
 async def capture(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
-) -> CreditTransaction:
+) -> int:
     """The held credits are spent. The balance does not move again; the ledger records it."""
     return await _apply(
         session,
@@ -121,7 +141,7 @@ async def capture(
 
 async def release(
     session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str, why: str
-) -> CreditTransaction:
+) -> int:
     """Give the held credits back (failed or canceled attempt)."""
     return await _apply(
         session,

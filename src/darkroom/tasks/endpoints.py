@@ -89,10 +89,9 @@ async def create_task(request: Request, user: CurrentUser, session: Session, ctx
         ids = [part for value in upload_ids for part in value.split(",")]
         taken, direct = await uploads_service.take(ctx, session, user, ids)
         uploads.extend(taken)
-    task = await service.create_task(ctx, session, user, task_type, form.first("parameters"), uploads)
+    task, files = await service.create_task(ctx, session, user, task_type, form.first("parameters"), uploads)
     await uploads_service.mark_used(ctx, session, direct, task.id)
-    files_by_task = await service.files_of(session, [task])
-    return ok(_dump(present(ctx, str(request.base_url), task, files_by_task[task.id])), "Task created")
+    return ok(_dump(present(ctx, str(request.base_url), task, files)), "Task created")
 
 
 @router.get("/tasks", response_model=PageEnvelope[list[TaskRead]])

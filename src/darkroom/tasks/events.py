@@ -1,5 +1,6 @@
-"""Every visible change of a task goes through ``touch``: it appends a TaskEvent whose id becomes
-the task's ``seq`` (used by event streams and ETags) and wakes local listeners after commit."""
+"""Every visible change of a task goes through ``touch`` (ORM) or ``record`` (Core): it appends a
+TaskEvent whose id becomes the task's ``seq`` (used by event streams and ETags) and wakes local
+listeners after commit."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom.models import Task, TaskAttempt, TaskEvent
+from darkroom.models import Task, TaskEvent
+from darkroom.models.tables import task_attempts, task_events, tasks
 from darkroom.uow import after_commit, on_rollback
 
 
@@ -21,13 +23,59 @@ async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None
     session.add(event)
     await session.flush()
     task.seq = event.id
-    session.info.setdefault("changed_tasks", set()).add(task.id)
+    changed(session, task.id, task.user_id)
+
+
+# Built once: a statement object reused keeps its compiled form's cache key (SQLAlchemy memoizes
+# it on the object), so the hot paths neither rebuild nor re-traverse it on every execution.
+_INSERT_EVENT = insert(task_events).returning(task_events.c.id)
+_SET_SEQ = update(tasks).where(tasks.c.id == bindparam("b_task_id")).values(seq=bindparam("b_seq"))
+_END_ATTEMPT = (
+    update(task_attempts)
+    .where(
+        task_attempts.c.task_id == bindparam("b_task_id"), task_attempts.c.attempt == bindparam("b_attempt")
+    )
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+    )
+)
+
+
+async def insert_event(
+    session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
+) -> int:
+    """Core: append the event and return its id (the task's new ``seq``); the caller writes the
+    task's ``seq`` in its own UPDATE of the task (see ``record``) and calls ``changed``."""
+    result = await session.execute(
+        _INSERT_EVENT,
+        {"task_id": task_id, "user_id": user_id, "kind": kind, "status": status, "progress": progress},
+    )
+    return int(result.scalar_one())
+
+
+async def record(
+    session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
+) -> int:
+    """``touch`` for a task written with Core statements (no ORM instance): the event, the task's
+    ``seq``, the listeners' wake-up after commit. Returns the new ``seq``."""
+    seq = await insert_event(session, task_id, user_id, status, progress, kind)
+    await session.execute(_SET_SEQ, {"b_task_id": task_id, "b_seq": seq})
+    changed(session, task_id, user_id)
+    return seq
+
+
+def changed(session: AsyncSession, task_id: str, user_id: str) -> None:
+    """Remember that the task changed: its owner's event streams are woken after commit."""
+    session.info.setdefault("changed_tasks", set()).add(task_id)
     users: set[str] | None = session.info.get("changed_users")
     if users is None:
         users = session.info["changed_users"] = set()
         after_commit(session, partial(_wake_listeners, session.info))
         on_rollback(session, partial(_forget, session.info))
-    users.add(task.user_id)
+    users.add(user_id)
 
 
 async def _forget(info: dict[str, Any]) -> None:
@@ -47,9 +95,27 @@ async def _wake_listeners(info: dict[str, Any]) -> None:
 async def close_attempt(session: AsyncSession, task: Task, status: str, now: datetime) -> None:
     """Record how the task's current attempt ended (history kept across retries).
     One UPDATE, no read of the attempt row first (one statement less per finished task)."""
+    await end_attempt(session, task.id, task.attempt, status, now, task.error_code, task.error_message)
+
+
+async def end_attempt(
+    session: AsyncSession,
+    task_id: str,
+    attempt: int,
+    status: str,
+    now: datetime,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    """``close_attempt`` by ids (Core)."""
     await session.execute(
-        update(TaskAttempt)
-        .where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
-        .values(status=status, finished_at=now, error_code=task.error_code, error_message=task.error_message)
-        .execution_options(synchronize_session=False)
+        _END_ATTEMPT,
+        {
+            "b_task_id": task_id,
+            "b_attempt": attempt,
+            "b_status": status,
+            "b_now": now,
+            "b_error_code": error_code,
+            "b_error_message": error_message,
+        },
     )

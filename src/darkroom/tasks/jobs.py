@@ -26,13 +26,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging, metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
-from darkroom.models import Task, TaskAttempt, TaskFile, TaskStatus
+from darkroom.models import Task, TaskAttempt, TaskStatus, tables
+from darkroom.models.base import new_id
 from darkroom.providers.base import (
     FAILOVER_CODES,
     InputImage,
@@ -43,13 +44,20 @@ from darkroom.providers.base import (
 )
 from darkroom.storage.base import ObjectNotFound
 from darkroom.storage.keys import new_key
-from darkroom.tasks.events import close_attempt, touch
+from darkroom.tasks.events import changed, close_attempt, end_attempt, insert_event, record, touch
 
 log = logging.getLogger(__name__)
 
 PROGRESS_START = 5  # claimed, inputs loading
 PROGRESS_END = 95  # provider done, storing results
 PROGRESS_MIN_INTERVAL = 0.25  # seconds between progress writes
+
+
+@dataclass(frozen=True)
+class InputFile:
+    storage_key: str
+    content_type: str
+    original_name: str | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Claim:
     parameters: dict[str, object]
     prompt: str | None
     cost: int
-    inputs: list[TaskFile]
+    inputs: list[InputFile]
     ai_task_id: str | None = None
 
 
@@ -75,8 +83,102 @@ class Live:
     request_id: str | None = None
 
 
+# The hot statements, built once (a reused statement object keeps its memoized cache key: no
+# construction and no cache-key traversal per execution). ``b_*`` are the bound values.
+_t, _a, _f = tables.tasks, tables.task_attempts, tables.task_files
+_NOW = bindparam("b_now", type_=_t.c.updated_at.type)
+_CLAIMABLE = (_t.c.id == bindparam("b_task_id")) & (
+    (_t.c.status == TaskStatus.PENDING)
+    | (
+        (_t.c.status == TaskStatus.PROCESSING)
+        & (_t.c.lease_expires_at.is_(None) | (_t.c.lease_expires_at < _NOW))
+    )
+)
+_CLAIM = (
+    update(_t)
+    .where(_CLAIMABLE, _t.c.claim_count < bindparam("b_max_claims"))
+    .values(
+        status=TaskStatus.PROCESSING,
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_expires", type_=_t.c.lease_expires_at.type),
+        claim_count=_t.c.claim_count + 1,
+        started_at=func.coalesce(_t.c.started_at, _NOW),
+        # the claim itself records the start progress: one write transaction less between the
+        # commit that created the task and the provider starting (bench figure 2)
+        progress=case((_t.c.progress > PROGRESS_START, _t.c.progress), else_=PROGRESS_START),
+        updated_at=_NOW,
+    )
+    .returning(
+        _t.c.user_id,
+        _t.c.task_no,
+        _t.c.attempt,
+        _t.c.task_type,
+        _t.c.ai_provider,
+        _t.c.input_parameters,
+        _t.c.prompt,
+        _t.c.cost,
+        _t.c.ai_task_id,
+        _t.c.progress,
+    )
+)
+_START_ATTEMPT = (  # one UPDATE, no read of the attempt row first
+    update(_a)
+    .where(_a.c.task_id == bindparam("b_task_id"), _a.c.attempt == bindparam("b_attempt"))
+    .values(status="processing", started_at=func.coalesce(_a.c.started_at, _NOW))
+)
+_INPUTS = (
+    select(_f.c.storage_key, _f.c.content_type, _f.c.original_name)
+    .where(_f.c.task_id == bindparam("b_task_id"), _f.c.role == "input")
+    .order_by(_f.c.position)
+)
+_HELD = (
+    (_t.c.id == bindparam("b_task_id"))
+    & (_t.c.status == TaskStatus.PROCESSING)
+    & (_t.c.lease_owner == bindparam("b_owner"))
+    & (_t.c.attempt == bindparam("b_attempt"))
+)
+_COMPLETE = (
+    update(_t)
+    .where(_HELD)
+    .values(
+        status=TaskStatus.COMPLETED,
+        progress=100,
+        completed_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+        error_code=None,
+        error_message=None,
+        ai_task_id=func.coalesce(bindparam("b_request_id", type_=_t.c.ai_task_id.type), _t.c.ai_task_id),
+        ai_model=func.coalesce(bindparam("b_model", type_=_t.c.ai_model.type), _t.c.ai_model),
+        result_metadata=bindparam("b_metadata", type_=_t.c.result_metadata.type),
+        seq=bindparam("b_seq"),
+    )
+    .returning(_t.c.id)
+)
+_FAIL = (
+    update(_t)
+    .where(_HELD)
+    .values(
+        status=TaskStatus.FAILED,
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        completed_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(_t.c.progress)
+)
+_INSERT_OUTPUTS = insert(_f)
+
+
 class LeaseLost(Exception):
     pass
+
+
+class _NotHeld(Exception):
+    """Raised inside a finishing transaction to roll it back: we no longer hold the task."""
 
 
 class TaskFailure(Exception):
@@ -132,64 +234,53 @@ class TaskRunner:
     # -- claim / lease ------------------------------------------------------------------------
 
     async def _claim(self, task_id: str) -> Claim | None:
+        """One conditional UPDATE … RETURNING takes the task (on PostgreSQL it waits for the row
+        lock like the SELECT … FOR UPDATE it replaces and re-checks the condition on the row it
+        gets, so of two workers only one claims); then the attempt, the event and the inputs."""
         now = datetime.now(UTC)
+        max_claims = self.ctx.settings.max_claims
         async with self.ctx.db.transaction() as session:
-            task = await session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-            if task is None:
-                return None
-            expired = task.status == TaskStatus.PROCESSING and (
-                task.lease_expires_at is None or task.lease_expires_at < now
-            )
-            if task.status != TaskStatus.PENDING and not expired:
-                return None
-            if task.claim_count >= self.ctx.settings.max_claims:
-                await self._fail(
-                    session,
-                    task,
-                    "worker_lost",
-                    f"The task stopped its worker {task.claim_count} times and was given up.",
-                    now,
+            params = {
+                "b_task_id": task_id,
+                "b_now": now,
+                "b_max_claims": max_claims,
+                "b_owner": self.worker_id,
+                "b_expires": now + self.lease,
+            }
+            claimed = (await session.execute(_CLAIM, params)).one_or_none()
+            if claimed is None:  # not claimable, or claimed too often: the rare path, as before
+                task = await session.scalar(
+                    select(Task).where(_CLAIMABLE).with_for_update(), {"b_task_id": task_id, "b_now": now}
                 )
+                if task is not None and task.claim_count >= max_claims:
+                    await self._fail(
+                        session,
+                        task,
+                        "worker_lost",
+                        f"The task stopped its worker {task.claim_count} times and was given up.",
+                        now,
+                    )
                 return None
-            task.status = TaskStatus.PROCESSING
-            task.lease_owner = self.worker_id
-            task.lease_expires_at = now + self.lease
-            task.claim_count += 1
-            task.started_at = task.started_at or now
-            # the claim itself records the start progress: one write transaction less between
-            # the commit that created the task and the provider starting (bench figure 2)
-            task.progress = max(task.progress, PROGRESS_START)
-            task.updated_at = now
-            started = literal(now, TaskAttempt.started_at.type)
-            await session.execute(  # one UPDATE, no read of the attempt row first
-                update(TaskAttempt)
-                .where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
-                .values(
-                    status="processing",
-                    started_at=func.coalesce(TaskAttempt.started_at, started),
-                )
-                .execution_options(synchronize_session=False)
+            await session.execute(
+                _START_ATTEMPT, {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": now}
             )
-            await touch(session, task)
-            inputs = list(
-                await session.scalars(
-                    select(TaskFile)
-                    .where(TaskFile.task_id == task.id, TaskFile.role == "input")
-                    .order_by(TaskFile.position)
-                )
-            )
+            await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
+            inputs = [
+                InputFile(key, content_type, name)
+                for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
+            ]
             return Claim(
-                task_id=task.id,
-                user_id=task.user_id,
-                task_no=task.task_no,
-                attempt=task.attempt,
-                task_type=task.task_type,
-                provider=task.ai_provider,
-                parameters=dict(task.input_parameters),
-                prompt=task.prompt,
-                cost=task.cost,
+                task_id=task_id,
+                user_id=claimed.user_id,
+                task_no=claimed.task_no,
+                attempt=claimed.attempt,
+                task_type=claimed.task_type,
+                provider=claimed.ai_provider,
+                parameters=dict(claimed.input_parameters),
+                prompt=claimed.prompt,
+                cost=claimed.cost,
                 inputs=inputs,
-                ai_task_id=task.ai_task_id,
+                ai_task_id=claimed.ai_task_id,
             )
 
     async def _renew(self, claim: Claim, work: asyncio.Task[object]) -> None:
@@ -225,11 +316,12 @@ class TaskRunner:
 
     def _held(self, claim: Claim) -> ColumnElement[bool]:
         """This worker still holds the claim's attempt: the condition of every write it makes."""
+        t = tables.tasks
         return (
-            (Task.id == claim.task_id)
-            & (Task.status == TaskStatus.PROCESSING)
-            & (Task.lease_owner == self.worker_id)
-            & (Task.attempt == claim.attempt)
+            (t.c.id == claim.task_id)
+            & (t.c.status == TaskStatus.PROCESSING)
+            & (t.c.lease_owner == self.worker_id)
+            & (t.c.attempt == claim.attempt)
         )
 
     async def _unclaim(self, claim: Claim) -> None:
@@ -389,11 +481,11 @@ class TaskRunner:
         if not result.outputs:
             await self._finish_failed(claim, TaskFailure("provider_error", "The provider returned no image."))
             return
-        stored: list[TaskFile] = []
+        stored: list[dict[str, object]] = []
         for position, out in enumerate(result.outputs):
             content_type = imaging.sniff_image_type(out.data)
             if content_type is None:
-                await self._delete([f.storage_key for f in stored])
+                await self._delete([str(f["storage_key"]) for f in stored])
                 failure = TaskFailure(
                     "provider_error", "The provider returned something that is not an image."
                 )
@@ -402,58 +494,77 @@ class TaskRunner:
             key = new_key("outputs", f"{claim.task_no}_{position + 1}", content_type)
             await self.ctx.storage.put(key, out.data, content_type)
             stored.append(
-                TaskFile(
-                    task_id=claim.task_id,
-                    role="output",
-                    attempt=claim.attempt,
-                    position=position,
-                    storage_key=key,
-                    content_type=content_type,
-                    size=len(out.data),
-                    width=out.width,
-                    height=out.height,
-                )
+                {
+                    "id": new_id(),
+                    "task_id": claim.task_id,
+                    "role": "output",
+                    "attempt": claim.attempt,
+                    "position": position,
+                    "storage_key": key,
+                    "content_type": content_type,
+                    "size": len(out.data),
+                    "width": out.width,
+                    "height": out.height,
+                    "original_name": None,
+                }
             )
         now = datetime.now(UTC)
+        params: dict[str, object] = {
+            "b_task_id": claim.task_id,
+            "b_owner": self.worker_id,
+            "b_attempt": claim.attempt,
+            "b_now": now,
+            "b_request_id": result.request_id or None,  # else keep the one remembered while it ran
+            "b_model": result.model or None,
+            "b_metadata": dict(result.metadata) or None,
+        }
         done = False
         try:
             async with self.ctx.db.transaction() as session:
-                task = await self._held_task(session, claim)
-                if task is None:
-                    return
-                for f in stored:
-                    session.add(f)
-                task.status = TaskStatus.COMPLETED
-                task.progress = 100
-                task.completed_at = now
-                task.updated_at = now
-                task.lease_owner = None
-                task.lease_expires_at = None
-                task.error_code = task.error_message = None
-                task.ai_task_id = result.request_id or task.ai_task_id
-                task.ai_model = result.model or task.ai_model
-                task.result_metadata = dict(result.metadata) or None
-                await close_attempt(session, task, "completed", now)
+                # The event first: its id is the ``seq`` that the task's UPDATE writes (no second
+                # UPDATE for it). If we no longer hold the task, everything rolls back, event too.
+                params["b_seq"] = await insert_event(
+                    session, claim.task_id, claim.user_id, TaskStatus.COMPLETED, 100
+                )
+                if (await session.execute(_COMPLETE, params)).first() is None:
+                    raise _NotHeld
+                if stored:
+                    await session.execute(_INSERT_OUTPUTS, stored)
+                await end_attempt(session, claim.task_id, claim.attempt, "completed", now)
                 await credits.capture(
                     session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no
                 )
-                await touch(session, task)
+                changed(session, claim.task_id, claim.user_id)
                 done = True
+        except _NotHeld:  # canceled meanwhile, or the lease was lost: a no-op
+            return
         finally:
             if not done:  # canceled meanwhile, lease lost, or the transaction failed
-                await self._delete([f.storage_key for f in stored])
+                await self._delete([str(f["storage_key"]) for f in stored])
         log.info("task completed", extra={"task_id": claim.task_id, "attempt": claim.attempt})
 
     async def _finish_failed(self, claim: Claim, failure: TaskFailure) -> None:
+        now = datetime.now(UTC)
+        params = {
+            "b_task_id": claim.task_id,
+            "b_owner": self.worker_id,
+            "b_attempt": claim.attempt,
+            "b_now": now,
+            "b_error_code": failure.code,
+            "b_error_message": failure.message,
+        }
         async with self.ctx.db.transaction() as session:
-            task = await self._held_task(session, claim)
-            if task is None:
+            row = (await session.execute(_FAIL, params)).first()
+            if row is None:  # canceled meanwhile, or the lease was lost: a no-op
                 return
-            await self._fail(session, task, failure.code, failure.message, datetime.now(UTC))
+            await end_attempt(
+                session, claim.task_id, claim.attempt, "failed", now, failure.code, failure.message
+            )
+            await credits.release(
+                session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no, failure.code
+            )
+            await record(session, claim.task_id, claim.user_id, TaskStatus.FAILED, row.progress)
         log.info("task failed", extra={"task_id": claim.task_id, "code": failure.code})
-
-    async def _held_task(self, session: AsyncSession, claim: Claim) -> Task | None:
-        return await session.scalar(select(Task).where(self._held(claim)).with_for_update())
 
     async def _fail(self, session: AsyncSession, task: Task, code: str, message: str, now: datetime) -> None:
         task.status = TaskStatus.FAILED

@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User
+from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User, tables
 from darkroom.models.base import new_id
 from darkroom.providers import limits
 from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
 from darkroom.providers.registry import KNOWN_TASK_TYPES
-from darkroom.tasks.events import close_attempt, touch
+from darkroom.tasks.events import close_attempt, record, touch
 from darkroom.uow import after_commit
 
 _TASK_NO_ALPHABET = string.ascii_uppercase + string.digits
@@ -119,7 +119,8 @@ async def create_task(
     task_type: str,
     raw_parameters: str | None,
     uploads: Sequence[Upload],
-) -> Task:
+) -> tuple[Task, list[TaskFile]]:
+    """The new task and its input files (instances not attached to the session)."""
     settings = ctx.settings
     # 1. What is asked, and can anything serve it? (cheap checks first, nothing stored yet)
     if task_type not in KNOWN_TASK_TYPES and ctx.registry.route(task_type) is None:
@@ -169,55 +170,78 @@ async def create_task(
     )
     check_inputs_for(route.spec, uploads, infos, params)
 
-    # 3. Enough credits? A fast refusal before storing anything, in a read transaction of its own
-    # so the write transaction below stays short; the reservation is the real, race-free check.
-    async with ctx.db.transaction(write=False) as read:
-        balance = await credits.balance_of(read, user.id)
-    if balance < price:
-        raise credits.InsufficientCredits(price, balance)
-
-    # 4. Write task + files + reservation in this one transaction.
+    # 3. Write task, attempt, files, the reservation and the first event in one transaction, as
+    # Core statements (no ORM flush). The reservation is the race-free balance check (a
+    # conditional UPDATE): a refusal (402) rolls the transaction back, and the stored inputs are
+    # deleted with it. (No separate read of the balance first: one transaction less per task.)
     now = datetime.now(UTC)
-    task = Task(
-        id=new_id(),
-        task_no=new_task_no(now),
-        user_id=user.id,
-        task_type=task_type,
-        status=TaskStatus.PENDING,
-        ai_provider=route.provider.name,
-        input_parameters=params,
-        prompt=default_prompt(task_type, params),
-        cost=price,
-        attempt=1,
-        dispatched_at=now,
-        created_at=now,
-        updated_at=now,
+    task_id = new_id()
+    task_no = new_task_no(now)
+    row: dict[str, Any] = {
+        "id": task_id,
+        "task_no": task_no,
+        "user_id": user.id,
+        "task_type": task_type,
+        "status": TaskStatus.PENDING,
+        "ai_provider": route.provider.name,
+        "ai_model": None,
+        "ai_task_id": None,
+        "input_parameters": params,
+        "prompt": default_prompt(task_type, params),
+        "result_metadata": None,
+        "error_code": None,
+        "error_message": None,
+        "progress": 0,
+        "retry_count": 0,
+        "attempt": 1,
+        "cost": price,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "claim_count": 0,
+        "dispatched_at": now,
+        "seq": 0,
+        "started_at": None,
+        "completed_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    file_rows = [
+        {
+            "id": new_id(),
+            "task_id": task_id,
+            "role": "input",
+            "attempt": 0,
+            "position": position,
+            "storage_key": upload.key,
+            "content_type": info.content_type,
+            "size": upload.size,
+            "width": info.width,
+            "height": info.height,
+            "original_name": (upload.name or "")[:255] or None,
+            "created_at": now,
+        }
+        for position, (upload, info) in enumerate(zip(uploads, infos, strict=True))
+    ]
+    await session.execute(insert(tables.tasks), row)
+    await session.execute(
+        insert(tables.task_attempts),
+        {
+            "id": new_id(),
+            "task_id": task_id,
+            "attempt": 1,
+            "status": "pending",
+            "ai_provider": route.provider.name,
+            "cost": price,
+            "created_at": now,
+        },
     )
-    files: list[TaskFile] = []
-    for position, (upload, info) in enumerate(zip(uploads, infos, strict=True)):
-        files.append(
-            TaskFile(
-                task_id=task.id,
-                role="input",
-                attempt=0,
-                position=position,
-                storage_key=upload.key,
-                content_type=info.content_type,
-                size=upload.size,
-                width=info.width,
-                height=info.height,
-                original_name=(upload.name or "")[:255] or None,
-            )
-        )
-    # Only now does the write transaction start: task, files, attempt and reservation together.
-    session.add(task)
-    session.add_all(files)
-    session.add(TaskAttempt(task_id=task.id, attempt=1, ai_provider=route.provider.name, cost=price))
-    await session.flush()
-    await credits.reserve(session, user.id, task.id, 1, price, task.task_no)
-    await touch(session, task)
-    after_commit(session, lambda: ctx.dispatcher.dispatch([task.id]))
-    return task
+    if file_rows:
+        await session.execute(insert(tables.task_files), file_rows)
+    await credits.reserve(session, user.id, task_id, 1, price, task_no)
+    row["seq"] = await record(session, task_id, user.id, TaskStatus.PENDING, 0)
+    after_commit(session, lambda: ctx.dispatcher.dispatch([task_id]))
+    # What the response shows, built from what was written (not read back): detached instances.
+    return Task(**row), [TaskFile(**f) for f in file_rows]
 
 
 async def get_owned(session: AsyncSession, user: User, task_id: str, *, for_update: bool = False) -> Task:

@@ -1,0 +1,128 @@
+"""The worker's write transactions (Core statements): claim once, finish only while held."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from sqlalchemy import func, select
+
+from darkroom.models import CreditTransaction, Task, TaskEvent, TaskFile
+from darkroom.providers.base import OutputImage, ProviderResult
+from darkroom.tasks.jobs import PROGRESS_START, TaskFailure, TaskRunner
+from tests.conftest import AppFactory
+from tests.doubles import ScriptedProvider
+from tests.support import photo, register, submit
+
+
+async def _events(ctx: object, task_id: str) -> list[tuple[int, str, int]]:
+    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
+        rows = await session.execute(
+            select(TaskEvent.id, TaskEvent.status, TaskEvent.progress)
+            .where(TaskEvent.task_id == task_id)
+            .order_by(TaskEvent.id)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+async def _ledger(ctx: object, task_id: str) -> list[str]:
+    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
+        return list(
+            await session.scalars(
+                select(CreditTransaction.transaction_type)
+                .where(CreditTransaction.task_id == task_id)
+                .order_by(CreditTransaction.id)
+            )
+        )
+
+
+async def _task(ctx: object, task_id: str) -> Task:
+    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
+        task = await session.get(Task, task_id)
+        assert task is not None
+        return task
+
+
+async def test_concurrent_claims_take_a_task_once_and_only_the_holder_finishes(
+    app_client: AppFactory,
+) -> None:
+    provider = ScriptedProvider("scripted", ("color_enhancement",))
+    async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        headers = await register(client)
+        r = await submit(client, headers, "color_enhancement", [photo(32, 32)])
+        assert r.status_code == 201, r.text
+        task_id = r.json()["data"]["id"]
+        runners = [TaskRunner(ctx, f"w{i}") for i in range(6)]
+
+        claims = await asyncio.gather(*(runner._claim(task_id) for runner in runners))
+        won = [(runner, c) for runner, c in zip(runners, claims, strict=True) if c is not None]
+        assert len(won) == 1
+        holder, claim = won[0]
+        assert claim.attempt == 1 and claim.user_id and claim.cost == 1
+        assert [f.content_type for f in claim.inputs] == ["image/jpeg"]
+        task = await _task(ctx, task_id)
+        assert (task.status, task.lease_owner, task.claim_count, task.progress) == (
+            "processing",
+            holder.worker_id,
+            1,
+            PROGRESS_START,
+        )
+        events = await _events(ctx, task_id)
+        assert [(s, p) for _, s, p in events] == [("pending", 0), ("processing", PROGRESS_START)]
+        assert task.seq == events[-1][0]
+
+        # A worker that does not hold the task (a duplicate delivery) finishes nothing: no event,
+        # no output row, no settlement, and its stored output is removed again.
+        other = next(r for r in runners if r is not holder)
+        stranger = dataclasses.replace(claim)
+        output = ProviderResult(outputs=[OutputImage(photo(8, 8, "PNG"), "image/png", 8, 8)])
+        await other._finish_completed(stranger, output)
+        await other._finish_failed(stranger, TaskFailure("provider_error", "no"))
+        assert await _events(ctx, task_id) == events
+        assert await _ledger(ctx, task_id) == ["reserve"]
+        assert (await _task(ctx, task_id)).status == "processing"
+        async with ctx.db.transaction(write=False) as session:
+            outputs = await session.scalar(
+                select(func.count()).select_from(TaskFile).where(TaskFile.role == "output")
+            )
+        assert outputs == 0
+
+        # The holder completes it: one event whose id is the task's seq, charged once.
+        await holder._finish_completed(claim, output)
+        task = await _task(ctx, task_id)
+        events = await _events(ctx, task_id)
+        assert (task.status, task.progress, task.lease_owner) == ("completed", 100, None)
+        assert [(s, p) for _, s, p in events][-1] == ("completed", 100)
+        assert task.seq == events[-1][0]
+        assert await _ledger(ctx, task_id) == ["reserve", "capture"]
+        # a second delivery of the same finish is a no-op
+        await holder._finish_completed(claim, output)
+        assert await _events(ctx, task_id) == events
+        assert await _ledger(ctx, task_id) == ["reserve", "capture"]
+        me = (await client.get("/api/me", headers=headers)).json()["data"]
+        assert me["credits"] == 19
+
+
+async def test_a_failed_finish_refunds_once_and_records_the_error(app_client: AppFactory) -> None:
+    provider = ScriptedProvider("scripted", ("color_enhancement",))
+    async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        headers = await register(client)
+        task_id = (await submit(client, headers, "color_enhancement", [photo(32, 32)])).json()["data"]["id"]
+        runner = TaskRunner(ctx, "w")
+        claim = await runner._claim(task_id)
+        assert claim is not None
+        assert await TaskRunner(ctx, "late")._claim(task_id) is None  # the lease is still valid
+        await runner._finish_failed(claim, TaskFailure("content_filtered", "Refused."))
+        await runner._finish_failed(claim, TaskFailure("content_filtered", "Refused."))
+        task = await _task(ctx, task_id)
+        assert (task.status, task.error_code) == ("failed", "content_filtered")
+        assert task.error_message == "Refused."
+        events = await _events(ctx, task_id)
+        assert [s for _, s, _ in events] == ["pending", "processing", "failed"]
+        assert task.seq == events[-1][0]
+        assert await _ledger(ctx, task_id) == ["reserve", "release"]
+        assert (await client.get("/api/me", headers=headers)).json()["data"]["credits"] == 20
+        shown = (await client.get(f"/api/tasks/{task_id}", headers=headers)).json()["data"]
+        assert (shown["status"], shown["errorCode"]) == ("failed", "content_filtered")
