@@ -149,17 +149,21 @@ class LocalProvider:
         await progress(100.0)
 
         metadata: dict[str, Any] = {"provider": self.name, "task_type": request.task_type}
+        model: str | None = None  # colour enhancement uses no model
         if request.task_type == BACKGROUND_REMOVAL:
-            metadata |= {"model": "u2netp", **params}
+            model = "u2netp"
+            metadata |= {"model": model, **params}
         elif request.task_type == STYLE_TRANSFER:
             if len(request.inputs) > 1:
-                metadata |= {"model": "arbitrary_image_stylization", "style": "image"}
+                model = "arbitrary_image_stylization"
+                metadata |= {"model": model, "style": "image"}
             else:
-                metadata |= {"model": "multistyle26", "style": params["style"]}
+                model = "multistyle26"
+                metadata |= {"model": model, "style": params["style"]}
             metadata |= {"strength": params["strength"], "preserve_color": params["preserve_color"]}
         else:
             metadata |= {"enhancement": params["enhancement"], "strength": params["strength"]}
-        return ProviderResult(outputs=outputs, metadata=metadata)
+        return ProviderResult(outputs=outputs, metadata=metadata, model=model)
 
     async def aclose(self) -> None:
         """Shut the pool down: queued work is cancelled; running work gets ``shutdown_timeout``
