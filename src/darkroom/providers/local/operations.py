@@ -41,7 +41,7 @@ U2NET_STD: Final = (0.229, 0.224, 0.225)
 
 STYLE_MAX_SIDE: Final = 1600
 """The built-in styles are rendered with the longer side capped at this many pixels, then scaled
-back to the photo's size with Lanczos. Full resolution is not worth it: a 12 MP image takes
+back to the photo's size (bicubic). Full resolution is not worth it: a 12 MP image takes
 ~9.5 s and ~5.5 GB in the model, and the brush strokes (a fixed size in pixels) turn into fine
 texture; at 1600 px the model takes ~1 s (worker peak RSS ~1 GB) and the strokes keep the same size
 relative to the picture whatever the input resolution. ``preserve_color`` and ``strength`` are

@@ -101,7 +101,7 @@ class LocalProvider:
     operation          1 MP         12 MP (4000x3000)
     ================== ============ =============================================
     background_removal 0.3 s        1.4 s (2.4 s from PNG: 30 MB RGBA PNG output)
-    style_transfer     0.5-0.9 s    2.0 s (model at 1600x1200, Lanczos back up)
+    style_transfer     0.5-0.9 s    2.0 s (model at 1600x1200, scaled back up)
     style image mode   0.1 s        0.3 s
     color_enhancement  0.02-0.03 s  0.16-0.3 s (1.6-2 s with PNG in/out)
     ================== ============ =============================================
