@@ -17,8 +17,10 @@ from darkroom.imaging import (
     ImageRejected,
     encode_jpeg,
     encode_png,
+    encode_png_pixels,
     inspect_image,
     open_image,
+    open_image_reduced,
     sniff_image_type,
     thumbnail,
 )
@@ -343,3 +345,85 @@ def test_encode_png_is_lossless(mode: str) -> None:
     with Image.open(io.BytesIO(encode_png(img))) as back:
         assert back.mode == img.mode and back.size == img.size
         assert np.array_equal(np.asarray(back), np.asarray(img))
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4])
+def test_encode_png_pixels_is_lossless(bands: int) -> None:
+    rng = np.random.default_rng(bands)
+    pixels = rng.integers(0, 256, (61, 97, bands), dtype=np.uint8)  # odd sizes, noise
+    data = encode_png_pixels(pixels if bands > 1 else pixels[:, :, 0])
+    assert not has_metadata(data)
+    with Image.open(io.BytesIO(data)) as back:
+        assert back.mode == ("L", "LA", "RGB", "RGBA")[bands - 1] and back.size == (97, 61)
+        assert np.array_equal(np.asarray(back).reshape(61, 97, bands), pixels)
+
+
+def test_encode_png_pixels_keeps_only_a_matching_icc_profile() -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png_pixels(rgba, icc_profile=srgb))) as back:
+        assert back.info.get("icc_profile") == srgb
+    with Image.open(io.BytesIO(encode_png_pixels(rgba[:, :, 0], icc_profile=srgb))) as back:
+        assert "icc_profile" not in back.info  # an RGB profile on a gray image is dropped
+
+
+def test_encode_png_pixels_rejects_other_arrays() -> None:
+    with pytest.raises(ValueError, match="uint8 array"):
+        encode_png_pixels(np.zeros((4, 4, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 array"):
+        encode_png_pixels(np.zeros((4, 4, 3), dtype=np.uint16))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_open_image_reduced_applies_every_exif_orientation(orientation: int) -> None:
+    data = jpeg_with_exif(800, 480, orientation=orientation)
+    full = open_image(data, MAX)
+    wanted: list[tuple[int, int]] = []
+
+    def need(width: int, height: int) -> tuple[int, int]:
+        wanted.append((width, height))
+        return width // 3, height // 3  # 1/2 scale is the smallest at least this large
+
+    reduced, full_size = open_image_reduced(data, MAX, need)
+    assert wanted == [full.size]  # called with the oriented size
+    assert full_size == full.size
+    assert reduced.size == ((full.width + 1) // 2, (full.height + 1) // 2)
+    assert not any(k in reduced.info for k in ("exif", "comment", "xmp"))
+    # the same picture, the same way up: compare with the full decode brought to the same size
+    expected = np.asarray(full.resize(reduced.size, Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(np.asarray(reduced, dtype=np.float32) - expected).mean() < 4
+    # ... and not merely a symmetric picture: the other orientations are far off
+    flipped = np.asarray(full.transpose(Image.Transpose.ROTATE_180).resize(reduced.size), dtype=np.float32)
+    assert np.abs(np.asarray(reduced, dtype=np.float32) - flipped).mean() > 15
+
+
+@pytest.mark.parametrize(
+    ("need", "expected"),
+    [
+        ((1600, 1200), (2000, 1500)),  # 1/2: the smallest DCT scale that is large enough
+        ((500, 375), (500, 375)),  # 1/8
+        ((501, 375), (1000, 750)),  # 1/4: one pixel more than 1/8 gives
+        ((4000, 3000), (4000, 3000)),
+        ((9999, 1), (4000, 3000)),  # never larger than the image
+    ],
+)
+def test_open_image_reduced_picks_the_smallest_large_enough_scale(
+    need: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    data = encode(Image.new("RGB", (4000, 3000), (10, 120, 200)), "JPEG")
+    img, full = open_image_reduced(data, MAX, lambda w, h: need)
+    assert full == (4000, 3000) and img.size == expected and img.mode == "RGB"
+
+
+def test_open_image_reduced_decodes_other_formats_fully_and_checks_them() -> None:
+    png = encode(with_alpha(scene(200, 100)), "PNG")
+    img, full = open_image_reduced(png, MAX, lambda w, h: (20, 10))
+    assert img.size == full == (200, 100) and img.mode == "RGBA"
+    with pytest.raises(ImageRejected) as exc:
+        open_image_reduced(encode(scene(400, 300))[:3000], MAX, lambda w, h: (50, 38))
+    assert exc.value.code == "corrupt_image"
+    with pytest.raises(ImageRejected) as exc:
+        open_image_reduced(encode(scene(400, 300)), 1000, lambda w, h: (50, 38))
+    assert exc.value.code == "image_too_large"

@@ -42,6 +42,17 @@ def from_pillow(img: Image.Image) -> Any:
     return vimg.copy(interpretation="srgb" if bands >= 3 else "b-w")
 
 
+def encode_png_pixels(pixels: Any, *, icc_profile: bytes | None, compress_level: int) -> bytes:
+    """PNG bytes of an ``H×W×C`` (C = 1-4) ``uint8`` array, read in place (no copy of the pixels),
+    as :func:`encode_png`."""
+    arr = np.ascontiguousarray(pixels)
+    height, width = arr.shape[:2]
+    bands = 1 if arr.ndim == 2 else arr.shape[2]
+    vimg = pyvips.Image.new_from_memory(arr.data, width, height, bands, "uchar")
+    vimg = vimg.copy(interpretation="srgb" if bands >= 3 else "b-w")
+    return _save_png(vimg, icc_profile, compress_level)
+
+
 def encode_png(img: Image.Image, *, icc_profile: bytes | None, compress_level: int) -> bytes:
     """PNG bytes of ``img`` (see :func:`can_encode`), lossless, no metadata but ``icc_profile``.
 

@@ -186,3 +186,23 @@ async def test_dead_worker_gives_provider_unavailable_then_recovers() -> None:
         await local.aclose()
     with pytest.raises(ProviderUnavailable):
         await local.run(request("color_enhancement", photo_bytes(64, 48)), Progress())
+
+
+@pytest.mark.parametrize(
+    ("task_type", "images", "model"),
+    [
+        ("background_removal", 1, "u2netp"),
+        ("style_transfer", 1, "multistyle26"),
+        ("style_transfer", 2, "arbitrary_image_stylization"),
+        ("color_enhancement", 1, None),
+    ],
+)
+async def test_result_names_the_model_used(
+    provider: LocalProvider, task_type: str, images: int, model: str | None
+) -> None:
+    """``ProviderResult.model`` becomes the task's ``aiModel``; colour enhancement uses none."""
+    inputs = [photo_bytes(96, 64, seed=i) for i in range(images)]
+    result = await provider.run(request(task_type, *inputs), Progress())
+    assert result.model == model
+    if model is not None:
+        assert result.metadata["model"] == model

@@ -108,6 +108,12 @@ def style_engine() -> Any:
     return _Engine(device="cpu", threads=_settings["threads"])
 
 
+def multistyle_session() -> Any:
+    """The multistyle26 session (26 built-in styles): the one :func:`style_engine` keeps, so the
+    model is loaded once per process whichever way it is called."""
+    return style_engine()._session("multistyle26")
+
+
 def warm_up() -> float:
     """Load every model in this process; return the seconds it took (0 if already loaded)."""
     start = time.perf_counter()
