@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
 
-from darkroom.models import Task, TaskEvent
+from sqlalchemy import event, func, select
+
+from darkroom.models import Task, TaskAttempt, TaskEvent
 from darkroom.providers.base import ProgressCallback, ProviderRequest, ProviderResult
 from darkroom.tasks.jobs import PROGRESS_START
 from tests.conftest import AppFactory
 from tests.doubles import ScriptedProvider
-from tests.support import register, submit, wait_for
+from tests.support import photo, register, submit, wait_for
 
 
 class SeesItsTask(ScriptedProvider):
@@ -19,6 +21,7 @@ class SeesItsTask(ScriptedProvider):
         super().__init__("seer", ("color_enhancement",))
         self.app_ref = app_client_ref
         self.seen: tuple[str, int, list[str]] | None = None
+        self.claim: dict[str, object] = {}
 
     async def run(self, request: ProviderRequest, progress: ProgressCallback) -> ProviderResult:
         ctx = self.app_ref[0].state.ctx  # type: ignore[attr-defined]
@@ -31,6 +34,19 @@ class SeesItsTask(ScriptedProvider):
                 )
             )
             self.seen = (task.status, task.progress, kinds)
+            attempt = await session.scalar(
+                select(TaskAttempt).where(TaskAttempt.task_id == task.id, TaskAttempt.attempt == task.attempt)
+            )
+            last_event = await session.scalar(
+                select(func.max(TaskEvent.id)).where(TaskEvent.task_id == task.id)
+            )
+            assert attempt is not None
+            self.claim = {
+                "attempt": (attempt.status, attempt.started_at is not None),
+                "seq is the last event": task.seq == last_event,
+                "lease": (task.lease_owner is not None, task.lease_expires_at is not None, task.claim_count),
+                "inputs": [(f.content_type, f.name) for f in request.inputs],
+            }
         return await super().run(request, progress)
 
 
@@ -39,10 +55,28 @@ async def test_claim_alone_leads_to_the_provider(app_client: AppFactory) -> None
     provider = SeesItsTask(ref)
     async with app_client(providers=[provider]) as client:
         ref.append(client.app)  # type: ignore[attr-defined]
+        db = client.app.state.ctx.db  # type: ignore[attr-defined]
+        claims: list[str] = []
+
+        @event.listens_for(db.write_engine.sync_engine, "before_cursor_execute")
+        def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "ai_tasks" in statement and ("'processing'" in statement or "lease_owner" in statement):
+                claims.append(statement)
+
         headers = await register(client)
-        r = await submit(client, headers, "color_enhancement")
+        r = await submit(
+            client, headers, "color_enhancement", names=["one.jpg", "two.jpg"], images=[photo(), photo()]
+        )
         assert r.status_code == 201, r.text
         done = await wait_for(client, headers, r.json()["data"]["id"])
         assert done["status"] == "completed"
     # created, then claimed (which already shows the start progress); no extra progress write
     assert provider.seen == ("processing", PROGRESS_START, ["status", "status"])
+    assert provider.claim == {
+        "attempt": ("processing", True),
+        "seq is the last event": True,
+        "lease": (True, True, 1),
+        "inputs": [("image/jpeg", "one.jpg"), ("image/jpeg", "two.jpg")],
+    }
+    if not db.is_sqlite:  # the claim (task, attempt, event, inputs) is one statement there
+        assert len([c for c in claims if c.lstrip().startswith("WITH claimed")]) == 1

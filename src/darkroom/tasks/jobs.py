@@ -25,8 +25,9 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, String, bindparam, case, column, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging, metrics
@@ -75,6 +76,22 @@ class Claim:
     ai_task_id: str | None = None
 
 
+def _claim_of(task_id: str, row: Any, inputs: list[InputFile]) -> Claim:
+    return Claim(
+        task_id=task_id,
+        user_id=row.user_id,
+        task_no=row.task_no,
+        attempt=row.attempt,
+        task_type=row.task_type,
+        provider=row.ai_provider,
+        parameters=dict(row.input_parameters),
+        prompt=row.prompt,
+        cost=row.cost,
+        inputs=inputs,
+        ai_task_id=row.ai_task_id,
+    )
+
+
 @dataclass
 class Live:
     """What the running attempt talks to right now (for a provider-side cancel)."""
@@ -119,6 +136,73 @@ _CLAIM = (
         _t.c.cost,
         _t.c.ai_task_id,
         _t.c.progress,
+    )
+)
+# PostgreSQL: the whole claim in one statement, one round trip instead of five (bench figure 2:
+# each was 0.3-2 ms there). The task's UPDATE is the same conditional one as ``_CLAIM`` (it waits
+# for the row lock and re-checks its condition, so of concurrent claimers one wins) and takes
+# the event's id from the events' sequence for ``seq``; the attempt's UPDATE and the event's
+# INSERT ride in the same statement; the rows are the claim joined with its inputs (one row with
+# NULL file columns for a task without inputs, none when the task was not claimable).
+# ``set_config('synchronous_commit', 'off', true)``: this transaction's commit does not wait for
+# the WAL flush (1.5 ms median fdatasync here). Safe for a claim: WAL is replayed in order, so a
+# later durable commit (the finish, with its credits) flushes the claim too; a crash of the
+# server within the flush delay can only lose the claim itself, and the task is then claimed
+# and run again (as after a killed worker), never charged twice: the finish requires the claim.
+_CLAIM_PG = (
+    text(
+        """
+WITH claimed AS (
+    UPDATE ai_tasks SET
+        status = 'processing',
+        lease_owner = :b_owner,
+        lease_expires_at = :b_expires,
+        claim_count = claim_count + 1,
+        started_at = coalesce(started_at, :b_now),
+        progress = greatest(progress, :b_start),
+        updated_at = :b_now,
+        seq = nextval(pg_get_serial_sequence('task_events', 'id'))
+    WHERE id = :b_task_id
+      AND claim_count < :b_max_claims
+      AND (status = 'pending'
+           OR (status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at < :b_now)))
+    RETURNING id, user_id, task_no, attempt, task_type, ai_provider, input_parameters, prompt,
+              cost, ai_task_id, progress, seq
+), started AS (
+    UPDATE task_attempts SET status = 'processing', started_at = coalesce(task_attempts.started_at, :b_now)
+    FROM claimed
+    WHERE task_attempts.task_id = claimed.id AND task_attempts.attempt = claimed.attempt
+), event AS (
+    INSERT INTO task_events (id, task_id, user_id, kind, status, progress, created_at)
+    SELECT seq, id, user_id, 'status', 'processing', progress, :b_now FROM claimed
+)
+SELECT claimed.user_id, claimed.task_no, claimed.attempt, claimed.task_type, claimed.ai_provider,
+       claimed.input_parameters, claimed.prompt, claimed.cost, claimed.ai_task_id,
+       f.storage_key, f.content_type, f.original_name,
+       set_config('synchronous_commit', 'off', true) AS async_commit
+FROM claimed
+LEFT JOIN task_files AS f ON f.task_id = claimed.id AND f.role = 'input'
+ORDER BY f.position
+"""
+    )
+    .bindparams(
+        bindparam("b_now", type_=_t.c.updated_at.type),
+        bindparam("b_expires", type_=_t.c.lease_expires_at.type),
+    )
+    .columns(
+        _t.c.user_id,
+        _t.c.task_no,
+        _t.c.attempt,
+        _t.c.task_type,
+        _t.c.ai_provider,
+        _t.c.input_parameters,
+        _t.c.prompt,
+        _t.c.cost,
+        _t.c.ai_task_id,
+        _f.c.storage_key,
+        _f.c.content_type,
+        _f.c.original_name,
+        column("async_commit", String),
     )
 )
 _START_ATTEMPT = (  # one UPDATE, no read of the attempt row first
@@ -247,7 +331,20 @@ class TaskRunner:
                 "b_owner": self.worker_id,
                 "b_expires": now + self.lease,
             }
-            claimed = (await session.execute(_CLAIM, params)).one_or_none()
+            if not self.ctx.db.is_sqlite:
+                rows = (await session.execute(_CLAIM_PG, {**params, "b_start": PROGRESS_START})).all()
+                if rows:
+                    first = rows[0]
+                    changed(session, task_id, first.user_id)
+                    inputs = [
+                        InputFile(r.storage_key, r.content_type, r.original_name)
+                        for r in rows
+                        if r.storage_key is not None
+                    ]
+                    return _claim_of(task_id, first, inputs)
+                claimed = None
+            else:
+                claimed = (await session.execute(_CLAIM, params)).one_or_none()
             if claimed is None:  # not claimable, or claimed too often: the rare path, as before
                 task = await session.scalar(
                     select(Task).where(_CLAIMABLE).with_for_update(), {"b_task_id": task_id, "b_now": now}
@@ -269,19 +366,7 @@ class TaskRunner:
                 InputFile(key, content_type, name)
                 for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
             ]
-            return Claim(
-                task_id=task_id,
-                user_id=claimed.user_id,
-                task_no=claimed.task_no,
-                attempt=claimed.attempt,
-                task_type=claimed.task_type,
-                provider=claimed.ai_provider,
-                parameters=dict(claimed.input_parameters),
-                prompt=claimed.prompt,
-                cost=claimed.cost,
-                inputs=inputs,
-                ai_task_id=claimed.ai_task_id,
-            )
+            return _claim_of(task_id, claimed, inputs)
 
     async def _renew(self, claim: Claim, work: asyncio.Task[object]) -> None:
         interval = self.ctx.settings.task_lease_seconds / 3
