@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
+import asyncpg
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from darkroom.models import CreditTransaction, Task, TaskEvent, TaskFile
 from darkroom.providers.base import OutputImage, ProviderResult
 from darkroom.tasks.jobs import PROGRESS_START, TaskFailure, TaskRunner
+from tests import database
 from tests.conftest import AppFactory
 from tests.doubles import ScriptedProvider
 from tests.support import photo, register, submit
@@ -34,6 +39,15 @@ async def _ledger(ctx: object, task_id: str) -> list[str]:
                 .order_by(CreditTransaction.id)
             )
         )
+
+
+async def _run_script(url: str, sql: str) -> None:
+    """Several statements behind the app's back (asyncpg's simple protocol)."""
+    conn = await asyncpg.connect(database.asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _task(ctx: object, task_id: str) -> Task:
@@ -126,3 +140,43 @@ async def test_a_failed_finish_refunds_once_and_records_the_error(app_client: Ap
         assert (await client.get("/api/me", headers=headers)).json()["data"]["credits"] == 20
         shown = (await client.get(f"/api/tasks/{task_id}", headers=headers)).json()["data"]
         assert (shown["status"], shown["errorCode"]) == ("failed", "content_filtered")
+
+
+async def test_outputs_are_removed_when_the_finishing_commit_itself_fails(
+    app_client: AppFactory, tmp_path: Path
+) -> None:
+    """The commit is the last step that can fail: a PostgreSQL constraint checked only at commit
+    (added behind the app's back) refuses the output rows; the stored output files go with it."""
+    url = database.create_database()  # PostgreSQL in both runs: SQLite has no deferred checks
+    try:
+        provider = ScriptedProvider("scripted", ("color_enhancement",))
+        async with app_client(
+            providers=[provider], default_ai_provider="scripted", run_workers=False, database_url=url
+        ) as client:
+            ctx = client.app.state.ctx  # type: ignore[attr-defined]
+            headers = await register(client)
+            task_id = (await submit(client, headers, "color_enhancement", [photo(32, 32)])).json()["data"][
+                "id"
+            ]
+            runner = TaskRunner(ctx, "w")
+            claim = await runner._claim(task_id)
+            assert claim is not None
+            await _run_script(
+                url,
+                """
+                CREATE FUNCTION refuse_outputs() RETURNS trigger LANGUAGE plpgsql AS
+                  $$ BEGIN RAISE EXCEPTION 'outputs refused at commit'; END $$;
+                CREATE CONSTRAINT TRIGGER refuse_outputs AFTER INSERT ON task_files
+                  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.role = 'output')
+                  EXECUTE FUNCTION refuse_outputs();
+                """,
+            )
+            output = ProviderResult(outputs=[OutputImage(photo(8, 8, "PNG"), "image/png", 8, 8)])
+            with pytest.raises(DBAPIError, match="outputs refused at commit"):
+                await runner._finish_completed(claim, output)
+            stored = [p for p in (tmp_path / "files").rglob("*") if p.is_file() and "outputs" in p.parts]
+            assert stored == []
+            assert (await _task(ctx, task_id)).status == "processing"  # nothing of the finish stayed
+            assert await _ledger(ctx, task_id) == ["reserve"]
+    finally:
+        database.drop_database(url)

@@ -620,7 +620,7 @@ class TaskRunner:
                     session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no
                 )
                 changed(session, claim.task_id, claim.user_id)
-                done = True
+            done = True  # committed: the commit is the last step that can fail
         except _NotHeld:  # canceled meanwhile, or the lease was lost: a no-op
             return
         finally:
