@@ -111,6 +111,18 @@ _CLAIMABLE = (_t.c.id == bindparam("b_task_id")) & (
         & (_t.c.lease_expires_at.is_(None) | (_t.c.lease_expires_at < _NOW))
     )
 )
+# what a claim reads of the task (``_claim_of``)
+_CLAIMED = (
+    _t.c.user_id,
+    _t.c.task_no,
+    _t.c.attempt,
+    _t.c.task_type,
+    _t.c.ai_provider,
+    _t.c.input_parameters,
+    _t.c.prompt,
+    _t.c.cost,
+    _t.c.ai_task_id,
+)
 _CLAIM = (
     update(_t)
     .where(_CLAIMABLE, _t.c.claim_count < bindparam("b_max_claims"))
@@ -125,18 +137,7 @@ _CLAIM = (
         progress=case((_t.c.progress > PROGRESS_START, _t.c.progress), else_=PROGRESS_START),
         updated_at=_NOW,
     )
-    .returning(
-        _t.c.user_id,
-        _t.c.task_no,
-        _t.c.attempt,
-        _t.c.task_type,
-        _t.c.ai_provider,
-        _t.c.input_parameters,
-        _t.c.prompt,
-        _t.c.cost,
-        _t.c.ai_task_id,
-        _t.c.progress,
-    )
+    .returning(*_CLAIMED, _t.c.progress)
 )
 # PostgreSQL: the whole claim in one statement, one round trip instead of five (bench figure 2:
 # each was 0.3-2 ms there). The task's UPDATE is the same conditional one as ``_CLAIM`` (it waits
@@ -190,15 +191,7 @@ ORDER BY f.position
         bindparam("b_expires", type_=_t.c.lease_expires_at.type),
     )
     .columns(
-        _t.c.user_id,
-        _t.c.task_no,
-        _t.c.attempt,
-        _t.c.task_type,
-        _t.c.ai_provider,
-        _t.c.input_parameters,
-        _t.c.prompt,
-        _t.c.cost,
-        _t.c.ai_task_id,
+        *_CLAIMED,
         _f.c.storage_key,
         _f.c.content_type,
         _f.c.original_name,
@@ -320,53 +313,60 @@ class TaskRunner:
     async def _claim(self, task_id: str) -> Claim | None:
         """One conditional UPDATE … RETURNING takes the task (on PostgreSQL it waits for the row
         lock like the SELECT … FOR UPDATE it replaces and re-checks the condition on the row it
-        gets, so of two workers only one claims); then the attempt, the event and the inputs."""
+        gets, so of two workers only one claims); then the attempt, the event and the inputs (on
+        PostgreSQL all in the same statement, ``_CLAIM_PG``)."""
         now = datetime.now(UTC)
-        max_claims = self.ctx.settings.max_claims
+        params = {
+            "b_task_id": task_id,
+            "b_now": now,
+            "b_max_claims": self.ctx.settings.max_claims,
+            "b_owner": self.worker_id,
+            "b_expires": now + self.lease,
+        }
         async with self.ctx.db.transaction() as session:
-            params = {
-                "b_task_id": task_id,
-                "b_now": now,
-                "b_max_claims": max_claims,
-                "b_owner": self.worker_id,
-                "b_expires": now + self.lease,
-            }
-            if not self.ctx.db.is_sqlite:
-                rows = (await session.execute(_CLAIM_PG, {**params, "b_start": PROGRESS_START})).all()
-                if rows:
-                    first = rows[0]
-                    changed(session, task_id, first.user_id)
-                    inputs = [
-                        InputFile(r.storage_key, r.content_type, r.original_name)
-                        for r in rows
-                        if r.storage_key is not None
-                    ]
-                    return _claim_of(task_id, first, inputs)
-                claimed = None
-            else:
-                claimed = (await session.execute(_CLAIM, params)).one_or_none()
-            if claimed is None:  # not claimable, or claimed too often: the rare path, as before
-                task = await session.scalar(
-                    select(Task).where(_CLAIMABLE).with_for_update(), {"b_task_id": task_id, "b_now": now}
-                )
-                if task is not None and task.claim_count >= max_claims:
-                    await self._fail(
-                        session,
-                        task,
-                        "worker_lost",
-                        f"The task stopped its worker {task.claim_count} times and was given up.",
-                        now,
-                    )
-                return None
-            await session.execute(
-                _START_ATTEMPT, {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": now}
+            take = self._take_sqlite if self.ctx.db.is_sqlite else self._take_postgres
+            claim = await take(session, params)
+            if claim is None:  # not claimable, or claimed too often: the rare path
+                await self._give_up_if_claimed_too_often(session, task_id, now)
+            return claim
+
+    async def _take_postgres(self, session: AsyncSession, params: dict[str, Any]) -> Claim | None:
+        rows = (await session.execute(_CLAIM_PG, {**params, "b_start": PROGRESS_START})).all()
+        if not rows:
+            return None
+        task_id = str(params["b_task_id"])
+        changed(session, task_id, rows[0].user_id)
+        files = [r for r in rows if r.storage_key is not None]  # NULLs: a task without inputs
+        inputs = [InputFile(r.storage_key, r.content_type, r.original_name) for r in files]
+        return _claim_of(task_id, rows[0], inputs)
+
+    async def _take_sqlite(self, session: AsyncSession, params: dict[str, Any]) -> Claim | None:
+        claimed = (await session.execute(_CLAIM, params)).one_or_none()
+        if claimed is None:
+            return None
+        task_id = str(params["b_task_id"])
+        await session.execute(
+            _START_ATTEMPT, {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": params["b_now"]}
+        )
+        await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
+        inputs = [
+            InputFile(key, content_type, name)
+            for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
+        ]
+        return _claim_of(task_id, claimed, inputs)
+
+    async def _give_up_if_claimed_too_often(self, session: AsyncSession, task_id: str, now: datetime) -> None:
+        task = await session.scalar(
+            select(Task).where(_CLAIMABLE).with_for_update(), {"b_task_id": task_id, "b_now": now}
+        )
+        if task is not None and task.claim_count >= self.ctx.settings.max_claims:
+            await self._fail(
+                session,
+                task,
+                "worker_lost",
+                f"The task stopped its worker {task.claim_count} times and was given up.",
+                now,
             )
-            await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
-            inputs = [
-                InputFile(key, content_type, name)
-                for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
-            ]
-            return _claim_of(task_id, claimed, inputs)
 
     async def _renew(self, claim: Claim, work: asyncio.Task[object]) -> None:
         interval = self.ctx.settings.task_lease_seconds / 3
