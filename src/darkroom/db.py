@@ -91,42 +91,25 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             path = make_url(url).database or ":memory:"
-            kwargs["async_creator"] = sqlite_inline.connector(path, timeout=lock_timeout)
-            kwargs["pool_size"] = 8
-            kwargs["max_overflow"] = 8
-        else:
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
-        self.engine = create_async_engine(url, **kwargs)
-        if self.is_sqlite:
+
+            def sqlite_engine(**pool: Any) -> AsyncEngine:
+                connect = sqlite_inline.connector(path, timeout=lock_timeout)
+                return create_async_engine(url, echo=echo, async_creator=connect, **pool)
+
+            self.engine = sqlite_engine(pool_size=8, max_overflow=8)
             _configure_sqlite(self.engine)
             # SQLite has one writer at a time. Writers of this process queue for the single
             # connection of a pool of its own (a FIFO wake-up when the previous writer commits)
             # instead of racing for the file lock: a loser of that race sleeps in SQLite's busy
             # handler (1, 2, 5, 10 ... 100 ms polls), which under load made the pipeline
             # mostly wait (bench figures 2 and 3). Other processes still meet the busy timeout.
-            self.write_engine = create_async_engine(
-                url,
-                echo=echo,
-                async_creator=sqlite_inline.connector(path, timeout=lock_timeout),
-                pool_size=1,
-                max_overflow=0,
-                pool_timeout=60,
-            )
+            self.write_engine = sqlite_engine(pool_size=1, max_overflow=0, pool_timeout=60)
             _configure_sqlite(self.write_engine)
             # One SELECT needs no BEGIN ... ROLLBACK around it: in autocommit mode SQLite gives the
             # statement its own read snapshot (the status poll, bench figure 5).
-            self.single_read_engine = create_async_engine(
-                url,
-                echo=echo,
-                async_creator=sqlite_inline.connector(path, timeout=lock_timeout),
-                pool_size=4,
-                max_overflow=12,
-                pool_reset_on_return=None,
-            )
+            self.single_read_engine = sqlite_engine(pool_size=4, max_overflow=12, pool_reset_on_return=None)
             self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
             if self.checkpointer is not None:
                 checkpointer = self.checkpointer
@@ -135,6 +118,7 @@ class Database:
                 def _start_checkpoints(*_: Any) -> None:  # once the file exists and is in use
                     checkpointer.start()
         else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
             _configure_postgres(self.engine, ping_idle_after)
             self.write_engine = self.engine
             self.single_read_engine = self.engine
