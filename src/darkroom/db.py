@@ -15,13 +15,14 @@ that pool (woken as soon as the previous one commits). WAL checkpoints run in a 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy import ClauseElement, Dialect, event, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_only
 
 from darkroom import sqlite_inline
 from darkroom.sqlite_checkpoint import WalCheckpointer
@@ -74,10 +77,34 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     # the connection's pragmas are set by ``sqlite_inline.connector``
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        # straight to the driver: a statement through SQLAlchemy's execution path costs more than
+        # SQLite's own BEGIN (four per task; bench figure 3). ``run`` waits out another process's lock.
+        inline: sqlite_inline.InlineConnection = conn.connection.driver_connection
+        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+        try:
+            await_only(inline.run(inline.execute_now, sql))
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it ("database is locked": OperationalError)
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+
+
+class DriverStatement:
+    """A statement compiled once per dialect into the driver's SQL and positional parameters
+    (bound through the columns' types, e.g. aware datetimes to naive UTC), to run on the driver
+    connection itself. For a hot statement whose SQLAlchemy execution costs more than the
+    database's work (``Database.fetch_autocommit``)."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: tuple[Dialect, str, list[tuple[str, Any]]] | None = None
+
+    def compiled_for(self, dialect: Dialect, values: Mapping[str, Any]) -> list[Any]:
+        if self._compiled is None or self._compiled[0] is not dialect:
+            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
+            order = compiled.positiontup or []
+            binds = [(name, compiled.binds[name].type.bind_processor(dialect)) for name in order]
+            self._compiled = (dialect, compiled.string, binds)
+        _, sql, binds = self._compiled
+        return [sql, *(process(values[name]) if process else values[name] for name, process in binds)]
 
 
 class Database:
@@ -123,6 +150,9 @@ class Database:
             self.write_engine = self.engine
             self.single_read_engine = self.engine
             self.checkpointer = None
+        # the same pool; a connection is switched to autocommit while checked out (on asyncpg a
+        # client-side flag, no round trip) and back when it returns
+        self.autocommit_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
         self.session_info: dict[str, Any] = {}
@@ -137,6 +167,16 @@ class Database:
         """A connection for one SELECT whose rows are read at once (no transaction on SQLite)."""
         async with self.single_read_engine.connect() as conn:
             yield conn
+
+    async def fetch_autocommit(self, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
+        """Run one statement as its own transaction on the driver (asyncpg) and return its rows:
+        no ``BEGIN``/``COMMIT`` round trips, none of SQLAlchemy's per-execution work (the
+        PostgreSQL claim; bench figure 2). Rows are asyncpg ``Record``s (by name or position)."""
+        async with self.autocommit_engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            rows: list[Any] = await raw.fetch(*statement.compiled_for(self.engine.dialect, values))
+            return rows
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -78,6 +78,10 @@ class InlineConnection:
                 await asyncio.sleep(min(delay, deadline - now))
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 
+    def execute_now(self, sql: str) -> None:
+        """One statement without a cursor object of ours (BEGIN; see ``db._configure_sqlite``)."""
+        self._conn.execute(sql).close()
+
     @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level

@@ -56,12 +56,19 @@ async def test_claim_alone_leads_to_the_provider(app_client: AppFactory) -> None
     async with app_client(providers=[provider]) as client:
         ref.append(client.app)  # type: ignore[attr-defined]
         db = client.app.state.ctx.db  # type: ignore[attr-defined]
-        claims: list[str] = []
+        # every query the driver sends (PostgreSQL: asyncpg's query logger; the claim bypasses
+        # SQLAlchemy's execution events there), and where each checkout of a connection begins
+        sent: list[tuple[int, str]] = []
+        if not db.is_sqlite:
 
-        @event.listens_for(db.write_engine.sync_engine, "before_cursor_execute")
-        def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if "ai_tasks" in statement and ("'processing'" in statement or "lease_owner" in statement):
-                claims.append(statement)
+            def _logged(query: Any) -> None:
+                sent.append((id(query.conn_params), query.query))
+
+            @event.listens_for(db.engine.sync_engine.pool, "checkout")
+            def _checkout(dbapi_connection: Any, *_: Any) -> None:
+                driver = dbapi_connection.driver_connection
+                driver.add_query_logger(_logged)
+                sent.append((id(driver._params), "-- checkout"))
 
         headers = await register(client)
         r = await submit(
@@ -78,5 +85,16 @@ async def test_claim_alone_leads_to_the_provider(app_client: AppFactory) -> None
         "lease": (True, True, 1),
         "inputs": [("image/jpeg", "one.jpg"), ("image/jpeg", "two.jpg")],
     }
-    if not db.is_sqlite:  # the claim (task, attempt, event, inputs) is one statement there
-        assert len([c for c in claims if c.lstrip().startswith("WITH claimed")]) == 1
+    if not db.is_sqlite:
+        # the claim (task, attempt, event, inputs) is one statement there, sent as its own
+        # transaction: no BEGIN before it and no COMMIT after it on its connection
+        at = [i for i, (_, q) in enumerate(sent) if q.lstrip().startswith("WITH claimed")]
+        assert len(at) == 1
+        conn = sent[at[0]][0]
+        same = [q.strip().rstrip(";").upper() for c, q in sent if c == conn]
+        mine = same.index(sent[at[0]][1].strip().rstrip(";").upper())
+        before = same[:mine][::-1]
+        before = before[: before.index("-- CHECKOUT")]
+        after = same[mine + 1 :]
+        after = after[: after.index("-- CHECKOUT")] if "-- CHECKOUT" in after else after
+        assert not [q for q in before + after if q.startswith(("BEGIN", "COMMIT"))]

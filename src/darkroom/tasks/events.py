@@ -85,9 +85,15 @@ async def _forget(info: dict[str, Any]) -> None:
 
 async def _wake_listeners(info: dict[str, Any]) -> None:
     """After commit: wake this process's event streams of the users whose tasks changed."""
-    hub = info.get("event_hub")
     users = info.pop("changed_users", set())
     info.pop("changed_tasks", None)
+    notify_committed(info, users)
+
+
+def notify_committed(info: dict[str, Any], users: set[str]) -> None:
+    """Wake this process's event streams of ``users`` (``info`` holds the hub: a session's, or
+    ``Database.session_info`` for a statement committed outside a session)."""
+    hub = info.get("event_hub")
     if hub is not None:
         hub.notify(users)
 
