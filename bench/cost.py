@@ -136,9 +136,8 @@ async def _run(tasks: int, concurrency: int, counting: Counting | None) -> float
                 await until(concurrency)
                 ctx = app.state.ctx
                 if counting is not None:
-                    counting.attach(ctx.db.engine)
-                    if ctx.db.write_engine is not ctx.db.engine:
-                        counting.attach(ctx.db.write_engine)
+                    for engine in ctx.db.owned_engines:
+                        counting.attach(engine)
                 cpu0 = time.process_time()
                 await batch(tasks)
                 cpu = time.process_time() - cpu0

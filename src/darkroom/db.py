@@ -137,6 +137,7 @@ class Database:
             # One SELECT needs no BEGIN ... ROLLBACK around it: in autocommit mode SQLite gives the
             # statement its own read snapshot (the status poll, bench figure 5).
             self.single_read_engine = sqlite_engine(pool_size=4, max_overflow=12, pool_reset_on_return=None)
+            self.owned_engines = [self.engine, self.write_engine, self.single_read_engine]
             self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
             if self.checkpointer is not None:
                 checkpointer = self.checkpointer
@@ -148,25 +149,38 @@ class Database:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
             _configure_postgres(self.engine, ping_idle_after)
             self.write_engine = self.engine
-            self.single_read_engine = self.engine
+            self.owned_engines = [self.engine]
             self.checkpointer = None
         # the same pool; a connection is switched to autocommit while checked out (on asyncpg a
         # client-side flag, no round trip) and back when it returns
         self.autocommit_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+        if not self.is_sqlite:  # one statement, its own transaction: no BEGIN / ROLLBACK round trips
+            self.single_read_engine = self.autocommit_engine
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
         self.session_info: dict[str, Any] = {}
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
         self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, info=self.session_info)
+        self.single_read_sessions = async_sessionmaker(
+            self.single_read_engine, expire_on_commit=False, info=self.session_info
+        )
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self.write_sessions if write else self.read_sessions)()
 
     @asynccontextmanager
     async def single_read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one SELECT whose rows are read at once (no transaction on SQLite)."""
+        """A connection for one SELECT whose rows are read at once, sent without a transaction
+        around it (SQLite: autocommit mode; PostgreSQL: autocommit, no BEGIN/ROLLBACK round trips);
+        the statement has its own snapshot."""
         async with self.single_read_engine.connect() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def single_read_session(self) -> AsyncIterator[AsyncSession]:
+        """``single_read`` for an ORM read of one statement (the user lookup of a write request)."""
+        async with self.single_read_sessions() as session:
+            yield session
 
     async def fetch_autocommit(self, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
         """Run one statement as its own transaction on the driver (asyncpg) and return its rows:
@@ -191,8 +205,7 @@ class Database:
             await run_hooks(session, committed=True)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
-        for engine in {self.write_engine, self.single_read_engine} - {self.engine}:
+        for engine in self.owned_engines:
             await engine.dispose()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)

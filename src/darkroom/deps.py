@@ -66,15 +66,16 @@ async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     shared: SharedReadSession,
 ) -> User:
-    """The token's user. A write request reads it in a short transaction of its own so that the
-    request's write transaction (on SQLite, the database's write lock) starts only when the
-    endpoint writes; a read request reads it in the request's one read transaction.
+    """The token's user. A write request reads it with one statement of its own, outside any
+    transaction (``Database.single_read_session``), so that the request's write transaction (on
+    SQLite, the database's write lock) starts only when the endpoint writes; a read request reads
+    it in the request's one read transaction.
     Browsers send the token in the session cookie instead; then writes need the CSRF header."""
     token = web_session.request_token(request, credentials.credentials if credentials else None)
     claims = decode_token_cached(token, ctx.settings.secret_key)  # the user is still read below
     if shared is not None:
         return await auth_service.get_active_user(shared, claims)
-    async with ctx.db.transaction(write=False) as session:
+    async with ctx.db.single_read_session() as session:
         return await auth_service.get_active_user(session, claims)
 
 
