@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,26 @@ async def test_folders_are_created_for_writes_and_moves(tmp_path: Path) -> None:
     missing = tmp_path / "gone"
     with pytest.raises(Exception, match="cannot store"):
         await store.put_file(new_key("outputs", "c.png", "image/png"), missing, "image/png")
+
+
+async def test_a_staged_upload_moves_into_a_folder_on_another_file_system(tmp_path: Path) -> None:
+    """Staging lives under the root, so storing an upload is a rename; into a symlinked folder on
+    another file system a rename fails (EXDEV) and the file is copied instead (failed before:
+    'cannot store')."""
+    other_fs = Path(tempfile.mkdtemp(dir="/dev/shm"))  # tmpfs, not the disk tmp_path is on
+    try:
+        assert other_fs.stat().st_dev != tmp_path.stat().st_dev
+        store = storage(tmp_path / "files")
+        (tmp_path / "files").mkdir()
+        (tmp_path / "files" / "inputs").symlink_to(other_fs, target_is_directory=True)
+        staged = tmp_path / "files" / "staging-upload"
+        staged.write_bytes(b"jpeg bytes")
+        key = new_key("inputs", "photo.jpg", "image/jpeg")
+
+        await store.put_file(key, staged, "image/jpeg")
+
+        assert await store.get(key) == b"jpeg bytes"
+        assert not staged.exists()
+        assert [p.name for p in other_fs.rglob("*") if p.is_file()] == [key.rsplit("/", 1)[1]]
+    finally:
+        shutil.rmtree(other_fs)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import mimetypes
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -78,8 +80,26 @@ class LocalStorage:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 source.replace(path)
         except OSError as exc:
+            if exc.errno == errno.EXDEV:  # the key's folder is a symlink to another file system
+                self._copy_across(source, path)
+                return
             source.unlink(missing_ok=True)
             raise StorageError(f"cannot store {path.name}: {exc}") from exc
+
+    def _copy_across(self, source: Path, path: Path) -> None:
+        """A copy, fsync'd, renamed into place on the target's file system, then the source removed."""
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+                dst.flush()
+                os.fsync(dst.fileno())
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot store {path.name}: {exc}") from exc
+        finally:
+            source.unlink(missing_ok=True)
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         await asyncio.to_thread(self._move, path, self.path_of(key))
