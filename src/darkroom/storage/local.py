@@ -8,6 +8,7 @@ import mimetypes
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -38,6 +39,20 @@ def _in_folder(path: Path) -> BinaryIO:
         return open(path, "wb")
 
 
+def _write_atomically(path: Path, fill: Callable[[BinaryIO], object], verb: str) -> None:
+    """``fill`` a temporary file next to ``path``, fsync it and rename it into place."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with _in_folder(tmp) as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot {verb} {path.name}: {exc}") from exc
+
+
 class LocalStorage:
     name = "local"
 
@@ -58,16 +73,7 @@ class LocalStorage:
         return self.root / key
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with _in_folder(tmp) as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {path.name}: {exc}") from exc
+        _write_atomically(path, lambda fh: fh.write(data), "write")
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write, self.path_of(key), data)
@@ -87,17 +93,10 @@ class LocalStorage:
             raise StorageError(f"cannot store {path.name}: {exc}") from exc
 
     def _copy_across(self, source: Path, path: Path) -> None:
-        """A copy, fsync'd, renamed into place on the target's file system, then the source removed."""
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        """A copy renamed into place on the target's file system, then the source removed."""
         try:
-            with open(source, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1024 * 1024)
-                dst.flush()
-                os.fsync(dst.fileno())
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot store {path.name}: {exc}") from exc
+            with open(source, "rb") as src:
+                _write_atomically(path, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024), "store")
         finally:
             source.unlink(missing_ok=True)
 
