@@ -87,15 +87,18 @@ def _source_is_jpeg(data: bytes) -> bool:
 
 
 def _mask_input(photo: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """``photo`` (``H×W×3`` RGB or ``H×W×4``, alpha ignored) at 320x320, RGB: an area average by an
-    integer factor to at most 2x the size (OpenCV's fast path for whole factors; the last
-    ``factor - 1`` rows and columns at most are left out), then an area average to exactly 320x320."""
+    """``photo`` (``H×W×3`` RGB or ``H×W×4``, alpha ignored) at 320x320, RGB.
+
+    Area averages: halved while the shorter side stays at least 320 (each halving a 2x2 box, which
+    OpenCV runs vectorised: 4000x3000 RGBA -> 2000x1500 in ~5 ms, where one 4x4 step took ~30 ms;
+    an odd last row or column is left out), then an area average to exactly 320x320.
+    """
     height, width = photo.shape[:2]
-    factor = min(width, height) // (2 * U2NET_SIZE)
-    if factor > 1:
-        photo = resample.resize(
-            photo[: height - height % factor, : width - width % factor], (width // factor, height // factor)
-        )
+    while min(height, width) // 2 >= U2NET_SIZE:
+        # a view without the odd row/column: OpenCV reads it in place (only the row stride differs)
+        even = photo[: height - height % 2, : width - width % 2]
+        photo = np.asarray(cv2.resize(even, (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+        height, width = photo.shape[:2]
     small = resample.resize(photo, (U2NET_SIZE, U2NET_SIZE))
     return np.ascontiguousarray(small[:, :, :3])
 
