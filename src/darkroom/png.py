@@ -1,11 +1,11 @@
 """A PNG writer for 8-bit gray/RGB arrays, with or without alpha: numpy ``up`` row filter + ISA-L deflate.
 
-Why our own writer: on the 12 MP RGBA cut-out of figure 7 (bench/FINDINGS.md, sixth pass) every
-library that writes PNG itself was 3-7x slower than this for about the same size (libvips
-compression 3 ``up`` 0.70 s / 16.3 MB, imagecodecs' libpng level 1 0.58 s / 17.1 MB, libvips
-compression 1 0.39 s but 26.3 MB); the zlib stream is the whole cost. ISA-L's igzip
-(``isal`` package) compresses at level 2 in ~0.2 s to 17.2 MB, and the rest of a PNG file is a
-few fixed-format chunks. What is written:
+Why our own writer: on a 12 MP RGBA photo (figure 7's cut-out before its transparent pixels were
+cleared; bench/FINDINGS.md, sixth pass) every library that writes PNG itself was 2-7x slower than
+this for about the same size or far bigger (libvips compression 3 ``up`` 0.70 s / 16.3 MB,
+imagecodecs' libpng level 1 0.58 s / 17.1 MB, libvips compression 1 0.39 s but 26.3 MB): the zlib
+stream is the whole cost. ISA-L's igzip (``isal`` package) compresses it at level 2 in ~0.2 s to
+17.2 MB, and the rest of a PNG file is a few fixed-format chunks. What is written:
 
 * signature, ``IHDR`` (8-bit, colour type 0/2/4/6, no interlace),
 * ``iCCP`` when a profile is given (the caller checks that it matches the colour type),
