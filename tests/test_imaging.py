@@ -21,6 +21,7 @@ from darkroom.imaging import (
     inspect_image,
     open_image,
     open_image_reduced,
+    open_rgba,
     sniff_image_type,
     thumbnail,
 )
@@ -427,3 +428,71 @@ def test_open_image_reduced_decodes_other_formats_fully_and_checks_them() -> Non
     with pytest.raises(ImageRejected) as exc:
         open_image_reduced(encode(scene(400, 300)), 1000, lambda w, h: (50, 38))
     assert exc.value.code == "image_too_large"
+
+
+# --- open_rgba: JPEG straight into an RGBA array (sixth pass) -------------------------------------
+
+
+def _pillow_rgba(data: bytes) -> np.ndarray:
+    return np.asarray(open_image(data, MAX).convert("RGBA"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_open_rgba_jpeg_is_pillows_decode_the_same_way_up(orientation: int) -> None:
+    data = jpeg_with_exif(301, 203, orientation=orientation)  # odd sizes
+    rgba = open_rgba(data, MAX)
+    assert not rgba.has_alpha and rgba.icc_profile is None
+    assert rgba.pixels.flags.c_contiguous and rgba.pixels.flags.writeable
+    assert np.array_equal(rgba.pixels, _pillow_rgba(data))  # exact: the same libjpeg-turbo decode
+
+
+@pytest.mark.parametrize("save", [{"progressive": True}, {"subsampling": 0, "quality": 97}])
+def test_open_rgba_other_jpeg_encodings_and_gray(save: dict[str, Any]) -> None:
+    for img in (scene(160, 120), scene(160, 120).convert("L")):
+        data = encode(img, "JPEG", **save)
+        assert np.array_equal(open_rgba(data, MAX).pixels, _pillow_rgba(data))
+
+
+def test_open_rgba_keeps_the_icc_profile_and_nothing_else() -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"
+    data = encode(scene(64, 48), "JPEG", icc_profile=icc, exif=exif.tobytes())
+    rgba = open_rgba(data, MAX)
+    assert rgba.icc_profile == icc
+    assert not has_metadata(encode_png_pixels(rgba.pixels, icc_profile=rgba.icc_profile))
+
+
+def test_open_rgba_other_formats_through_pillow() -> None:
+    src = with_alpha(scene(120, 90))
+    for data in (encode(src, "PNG"), encode(src, "WEBP", lossless=True, exact=True)):
+        rgba = open_rgba(data, MAX)
+        assert rgba.has_alpha
+        assert np.array_equal(rgba.pixels, np.asarray(src))
+    cmyk = encode(scene(80, 60).convert("CMYK"), "JPEG")
+    rgba = open_rgba(cmyk, MAX)
+    assert not rgba.has_alpha and np.array_equal(rgba.pixels, _pillow_rgba(cmyk))
+
+
+def test_open_rgba_hands_a_jpeg_turbojpeg_refuses_to_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import simplejpeg
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("tjDecompressHeader3(): Could not determine subsampling level of JPEG image")
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", refuse)
+    data = jpeg_with_exif(90, 60, orientation=6)
+    assert np.array_equal(open_rgba(data, MAX).pixels, _pillow_rgba(data))
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.98])
+def test_open_rgba_rejects_truncated_and_too_large_jpegs(cut: float) -> None:
+    data = encode(scene(800, 600), "JPEG")
+    with pytest.raises(ImageRejected) as err:
+        open_rgba(data[: int(len(data) * cut)], MAX)
+    assert err.value.code == "corrupt_image"
+    with pytest.raises(ImageRejected) as err:
+        open_rgba(data, 1000)
+    assert err.value.code == "image_too_large"

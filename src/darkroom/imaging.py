@@ -8,9 +8,11 @@ never directly on the event loop for big images.
   (before any pixel is decoded, so decompression bombs cost nothing), then the file's structure.
 * :func:`inspect_image` does the same with a full decode instead of the structure check.
 * :func:`open_image` decodes and applies the EXIF orientation; :func:`open_image_reduced` does the
-  same at a reduced JPEG DCT scale when the caller needs fewer pixels.
+  same at a reduced JPEG DCT scale when the caller needs fewer pixels; :func:`open_rgba` decodes
+  into an ``H×W×4`` array (a JPEG straight into it, through libjpeg-turbo).
 * :func:`encode_png` / :func:`encode_jpeg` write images without metadata (no EXIF, GPS, XMP,
   comments, text chunks); only an ICC profile is written, and only when passed explicitly.
+  8-bit PNGs are written by :mod:`darkroom.png`.
 * :func:`thumbnail` makes small previews.
 
 Truncated files are rejected because Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False by
@@ -26,13 +28,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from darkroom import image_structure
+from darkroom import image_structure, png
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -42,11 +45,13 @@ WEBP: Final = "image/webp"
 DEFAULT_MAX_PIXELS: Final = 50_000_000
 
 PNG_COMPRESS_LEVEL: Final = 3
-"""zlib level for PNG output. 8-bit L/LA/RGB/RGBA images are encoded by libvips with the ``up``
-row filter (:mod:`darkroom.vips`): a noisy 12 MP RGBA cut-out takes ~0.4 s at level 3 (16.2 MB),
-~0.37 s at level 2 (16.8 MB), where Pillow took ~1.4 s at level 3 (17.7 MB)."""
+"""zlib level for the PNGs that zlib writes: thumbnails (libvips) and the modes :mod:`darkroom.png`
+does not write (P, 1, I;16: Pillow). 8-bit L/LA/RGB/RGBA output is written by :mod:`darkroom.png`
+(ISA-L deflate, ``up`` filter): an opaque 12 MP photo as RGBA in ~0.2 s / 16.8 MB, where libvips
+at this level took ~0.87 s / 15.9 MB and Pillow ~1.4 s."""
 
 _PIL_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
+_PNG_BANDS: Final = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # modes darkroom.png writes
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 
 
@@ -200,6 +205,10 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     comments, text chunks) is gone. Raises :class:`ImageRejected`.
     """
     img, _ = _open_header(data, max_pixels)
+    return _load_oriented(img)
+
+
+def _load_oriented(img: ImageFile.ImageFile) -> Image.Image:
     _decode(img)
     oriented = _apply_orientation(img)
     _strip_info(oriented)
@@ -246,6 +255,72 @@ def open_image_reduced(
     return oriented, full
 
 
+class RGBAPixels(NamedTuple):
+    """A decoded image as an array: see :func:`open_rgba`."""
+
+    pixels: npt.NDArray[np.uint8]
+    """``H×W×4`` (RGBA), C-contiguous and writable, EXIF orientation applied."""
+    icc_profile: bytes | None
+    has_alpha: bool
+    """False: the source had no transparency and every alpha is 255."""
+
+
+def open_rgba(data: bytes, max_pixels: int) -> RGBAPixels:
+    """Decode an image into an 8-bit RGBA array, EXIF orientation applied, no metadata kept but the
+    ICC profile (not checked against RGB: pass it through :func:`encode_png_pixels`, which drops a
+    profile of another colour space).
+
+    A YCbCr or gray JPEG is decoded by libjpeg-turbo (``simplejpeg``) straight into the 4-channel
+    array; through Pillow a 12 MP JPEG took ~80 ms to decode plus ~100 ms for ``np.asarray`` (Pillow
+    stores RGB as 4 bytes a pixel and packs them to 3) and ~30 ms to add the alpha channel; this
+    is ~60 ms in all (bench/FINDINGS.md, sixth pass). The pixels are the same: libjpeg-turbo with the
+    same (default) IDCT and upsampling as Pillow's decoder. The pixel cap is checked from the header
+    first (:func:`open_image`'s checks); a JPEG that libjpeg-turbo's TurboJPEG interface refuses or
+    finds damaged (it stops at warnings such as "premature end of data") is handed to Pillow, which
+    decodes it or rejects it as :func:`open_image` does. Other images (PNG, WebP, CMYK JPEG) are
+    decoded by Pillow. Raises :class:`ImageRejected`.
+    """
+    img, content_type = _open_header(data, max_pixels)
+    if content_type == JPEG and img.mode in ("RGB", "L"):
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA")
+        except ValueError:
+            pass  # Pillow decides below: a valid file TurboJPEG does not take, or a corrupt one
+        else:
+            icc = img.info.get("icc_profile")
+            orientation = _orientation(img)
+            img.close()
+            return RGBAPixels(_orient_pixels(pixels, orientation), icc, False)
+    oriented = ensure_8bit(_load_oriented(img))
+    icc = oriented.info.get("icc_profile")
+    alpha = has_alpha(oriented)
+    rgba = oriented if oriented.mode == "RGBA" else oriented.convert("RGBA")
+    return RGBAPixels(np.array(rgba, dtype=np.uint8), icc, alpha)
+
+
+def _orient_pixels(pixels: npt.NDArray[np.uint8], orientation: int) -> npt.NDArray[np.uint8]:
+    """``pixels`` turned as Pillow's ``exif_transpose`` turns an image with EXIF ``orientation``."""
+    if orientation == 1:
+        return pixels
+    import cv2  # lazy: only the model workers decode into arrays
+
+    if orientation == 2:
+        out = cv2.flip(pixels, 1)  # mirrored left-right
+    elif orientation == 3:
+        out = cv2.flip(pixels, -1)  # 180°
+    elif orientation == 4:
+        out = cv2.flip(pixels, 0)  # mirrored top-bottom
+    elif orientation == 5:
+        out = cv2.transpose(pixels)
+    elif orientation == 6:
+        out = cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE)
+    elif orientation == 7:
+        out = cv2.flip(cv2.transpose(pixels), -1)  # transverse
+    else:
+        out = cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return np.asarray(out, dtype=np.uint8)
+
+
 def has_alpha(img: Image.Image) -> bool:
     """True when the image carries transparency (alpha band or a transparency key)."""
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
@@ -285,36 +360,27 @@ def encode_png(
     """PNG bytes with no metadata chunks (no eXIf, tEXt/iTXt/zTXt, pHYs).
 
     ``icc_profile`` is written (iCCP) only when given and its colour space matches the image.
+    8-bit L/LA/RGB/RGBA images are written by :mod:`darkroom.png`; ``compress_level`` (zlib) applies
+    to the other modes (P, 1, I, I;16, or a transparency key), which Pillow writes.
     """
     if img.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
         img = img.convert("RGBA" if has_alpha(img) else "RGB")
     icc_profile = _matching_icc(icc_profile, img.mode)
-    from darkroom import vips  # lazy: loading libvips costs ~0.1 s
-
-    if vips.can_encode(img):
-        return vips.encode_png(img, icc_profile=icc_profile, compress_level=compress_level)
+    if img.mode in _PNG_BANDS and "transparency" not in img.info:
+        return png.encode(np.asarray(img), icc_profile=icc_profile)
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=compress_level, icc_profile=icc_profile)
     return buf.getvalue()
 
 
-def encode_png_pixels(
-    pixels: npt.NDArray[np.uint8],
-    *,
-    icc_profile: bytes | None = None,
-    compress_level: int = PNG_COMPRESS_LEVEL,
-) -> bytes:
+def encode_png_pixels(pixels: npt.NDArray[np.uint8], *, icc_profile: bytes | None = None) -> bytes:
     """:func:`encode_png` of an ``H×W`` / ``H×W×C`` ``uint8`` array (C = 1 L, 2 LA, 3 RGB, 4 RGBA),
-    encoded by libvips straight from the array (no Pillow image, no copy of the pixels)."""
+    straight from the array (no Pillow image)."""
     bands = 1 if pixels.ndim == 2 else int(pixels.shape[2])
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or not 1 <= bands <= 4:
         raise ValueError(f"expected an H×W or H×W×C (C ≤ 4) uint8 array, got {pixels.dtype} {pixels.shape}")
     mode = ("L", "LA", "RGB", "RGBA")[bands - 1]
-    from darkroom import vips  # lazy: loading libvips costs ~0.1 s
-
-    return vips.encode_png_pixels(
-        pixels, icc_profile=_matching_icc(icc_profile, mode), compress_level=compress_level
-    )
+    return png.encode(pixels, icc_profile=_matching_icc(icc_profile, mode))
 
 
 def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | None = None) -> bytes:

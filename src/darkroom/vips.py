@@ -1,12 +1,11 @@
 """libvips (through pyvips and the self-contained ``pyvips-binary`` wheel) where it is much faster
-than Pillow: PNG encoding of big images and thumbnails.
+than Pillow: thumbnails (shrink-on-load, then JPEG or PNG).
 
 Imported lazily by :mod:`darkroom.imaging` (loading libvips costs ~0.1 s), so processes that
-never encode a PNG or a preview never load it. Everything here is synchronous and CPU-bound.
+never make a preview never load it. Everything here is synchronous and CPU-bound.
 
-Measured on this project's 12 MP cut-out (bench/FINDINGS.md, third pass): Pillow's PNG encoder
-at zlib level 3 takes ~1.4 s (17.7 MB) because it tries all five row filters; libvips with the
-``up`` filter at zlib level 3 takes ~0.4 s and writes 16.2 MB.
+Full-size PNG output is written by :mod:`darkroom.png` (bench/FINDINGS.md, sixth pass), not here:
+libvips' PNG encoder took ~0.7 s for the 12 MP cut-out of figure 7 at zlib level 3.
 """
 
 from __future__ import annotations
@@ -14,52 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import numpy as np
 import pyvips
-from PIL import Image
 
 PNG_FILTER: Final = "up"
 """Row filter. ``up`` suits photos (a row predicts the next) and costs one subtraction a byte;
 ``all`` (Pillow's adaptive choice) is 2-3x slower for a file of about the same size."""
 
-_BANDS: Final = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-
 # libvips' operation cache (by default up to 100 operations / 100 MB) would keep recent images
 # alive; no operation here is ever repeated with the same input, so it only costs memory.
 pyvips.cache_set_max(0)
-
-
-def can_encode(img: Image.Image) -> bool:
-    """8-bit gray/RGB with or without alpha; other modes go through Pillow."""
-    return img.mode in _BANDS and "transparency" not in img.info
-
-
-def from_pillow(img: Image.Image) -> Any:
-    """A vips image over a copy of the pixels of an 8-bit L/LA/RGB/RGBA Pillow image."""
-    bands = _BANDS[img.mode]
-    pixels = np.asarray(img)
-    vimg = pyvips.Image.new_from_memory(pixels.data, img.width, img.height, bands, "uchar")
-    return vimg.copy(interpretation="srgb" if bands >= 3 else "b-w")
-
-
-def encode_png_pixels(pixels: Any, *, icc_profile: bytes | None, compress_level: int) -> bytes:
-    """PNG bytes of an ``H×W×C`` (C = 1-4) ``uint8`` array, read in place (no copy of the pixels),
-    as :func:`encode_png`."""
-    arr = np.ascontiguousarray(pixels)
-    height, width = arr.shape[:2]
-    bands = 1 if arr.ndim == 2 else arr.shape[2]
-    vimg = pyvips.Image.new_from_memory(arr.data, width, height, bands, "uchar")
-    vimg = vimg.copy(interpretation="srgb" if bands >= 3 else "b-w")
-    return _save_png(vimg, icc_profile, compress_level)
-
-
-def encode_png(img: Image.Image, *, icc_profile: bytes | None, compress_level: int) -> bytes:
-    """PNG bytes of ``img`` (see :func:`can_encode`), lossless, no metadata but ``icc_profile``.
-
-    libvips writes no text/EXIF/XMP chunks with ``keep="none"``; it does write a pHYs (resolution)
-    chunk, which carries nothing about the photo or its author.
-    """
-    return _save_png(from_pillow(img), icc_profile, compress_level)
 
 
 class VipsRejected(ValueError):
@@ -67,6 +29,8 @@ class VipsRejected(ValueError):
 
 
 def _save_png(vimg: Any, icc_profile: bytes | None, compress_level: int) -> bytes:
+    """libvips writes no text/EXIF/XMP chunks with ``keep="none"``; it does write a pHYs (resolution)
+    chunk, which carries nothing about the photo or its author."""
     keep = "none"  # drops every metadata item, an ICC profile included
     if icc_profile:
         vimg = vimg.copy()  # metadata is set on a fresh image, never on one libvips may share

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkroom.imaging import ImageRejected
+from darkroom.imaging import ImageRejected, open_image
 from darkroom.providers.base import OutputImage
 from darkroom.providers.local import STYLE_NAMES, operations
 from darkroom.providers.local.enhance import ENHANCEMENTS
@@ -62,6 +62,19 @@ def test_background_removal_combines_existing_alpha() -> None:
     img = decode(operations.remove_background(encode(src, "PNG"), max_pixels=MAX))
     alpha = np.asarray(img.getchannel("A"))
     assert alpha[:, : 320 // 4].max() == 0  # transparent input stays transparent
+    assert not np.asarray(img)[:, : 320 // 4].any()  # ... and keeps none of its hidden colour
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_background_removal_of_a_rotated_jpeg_keeps_the_photo_where_it_shows(orientation: int) -> None:
+    data = jpeg_with_exif(400, 300, orientation=orientation)
+    rgba = np.asarray(decode(operations.remove_background(data, max_pixels=MAX)))
+    photo = np.asarray(open_image(data, MAX))
+    assert rgba.shape[:2] == photo.shape[:2]
+    visible = rgba[:, :, 3] > 0
+    assert 0.02 < visible.mean() < 0.98
+    assert np.array_equal(rgba[visible][:, :3], photo[visible])
+    assert not rgba[~visible].any()
 
 
 def _rembg_mask(rgb: Image.Image) -> np.ndarray:
@@ -88,7 +101,11 @@ def test_background_removal_mask_matches_rembgs_resampling(width: int, height: i
     reference = _rembg_mask(Image.open(io.BytesIO(data)).convert("RGB"))
     assert np.abs(alpha - reference).mean() < 3  # the same cut-out, edges a little softer/sharper
     assert ((alpha > 127) == (reference > 127)).mean() > 0.99
-    assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(Image.open(io.BytesIO(data))))
+    # the photo's own pixels where anything shows, nothing of it where nothing does
+    rgb, photo = np.asarray(img.convert("RGB")), np.asarray(Image.open(io.BytesIO(data)))
+    visible = alpha > 0
+    assert np.array_equal(rgb[visible], photo[visible])
+    assert not rgb[~visible].any()
 
 
 # --- style transfer -------------------------------------------------------------------------------

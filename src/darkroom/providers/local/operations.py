@@ -28,6 +28,7 @@ from darkroom.imaging import (
     has_alpha,
     open_image,
     open_image_reduced,
+    open_rgba,
 )
 from darkroom.providers.base import OutputImage
 from darkroom.providers.local import enhance as enhance_mod
@@ -85,12 +86,21 @@ def _source_is_jpeg(data: bytes) -> bool:
 # --- background removal ---------------------------------------------------------------------
 
 
-def _mask_input(photo: Image.Image) -> npt.NDArray[np.uint8]:
-    """``photo`` (RGB) at 320x320: Pillow's integer box reduction (fast, in C, on its own pixel
-    layout) to at most 2x the size, then an area average to exactly 320x320."""
-    factor = min(photo.width, photo.height) // (2 * U2NET_SIZE)
-    small = photo.reduce(factor) if factor > 1 else photo
-    return resample.resize(np.asarray(small), (U2NET_SIZE, U2NET_SIZE))
+def _mask_input(photo: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``photo`` (``H×W×3`` RGB or ``H×W×4``, alpha ignored) at 320x320, RGB.
+
+    Area averages: halved while the shorter side stays at least 320 (each halving a 2x2 box, which
+    OpenCV runs vectorised: 4000x3000 RGBA -> 2000x1500 in ~5 ms, where one 4x4 step took ~30 ms;
+    an odd last row or column is left out), then an area average to exactly 320x320.
+    """
+    height, width = photo.shape[:2]
+    while min(height, width) // 2 >= U2NET_SIZE:
+        # a view without the odd row/column: OpenCV reads it in place (only the row stride differs)
+        even = photo[: height - height % 2, : width - width % 2]
+        photo = np.asarray(cv2.resize(even, (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+        height, width = photo.shape[:2]
+    small = resample.resize(photo, (U2NET_SIZE, U2NET_SIZE))
+    return np.ascontiguousarray(small[:, :, :3])
 
 
 def predict_mask(small: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
@@ -123,36 +133,59 @@ def _post_process_mask(mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.where(arr < 127, 0, 255).astype(np.uint8)
 
 
+def _flatten_pixels_on_white(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The RGB of ``rgba`` composited on white (rounded), for the model's view of a transparent image."""
+    alpha = rgba[:, :, 3:].astype(np.uint16)
+    flat = rgba[:, :, :3] * alpha + np.uint16(255) * (np.uint16(255) - alpha) + np.uint16(127)
+    return (flat // np.uint16(255)).astype(np.uint8)
+
+
+_CUTOUT_ROWS: Final = 64  # rows per band in _cut_out: a 12 MP band (1 MB) stays in the cache
+
+
+def _cut_out(rgba: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]) -> None:
+    """In place: alpha = ``mask``, and every pixel whose alpha is 0 becomes (0, 0, 0, 0).
+
+    An invisible pixel keeps none of the photo's colour: the removed background is not in the file
+    (anyone could get it back by dropping the alpha channel; rembg's cut-out has no colour there
+    either), and runs of zeros cost the PNG encoder almost nothing (the 12 MP cut-out of figure 7:
+    17.2 → 3.8 MB, ~0.2 → 0.05 s to encode). Pixels that show at all keep the photo's colour exactly.
+    """
+    packed = rgba.view(np.uint32)[:, :, 0]  # one RGBA pixel per element
+    for top in range(0, rgba.shape[0], _CUTOUT_ROWS):
+        band = mask[top : top + _CUTOUT_ROWS]
+        rgba[top : top + _CUTOUT_ROWS, :, 3] = band
+        np.copyto(packed[top : top + _CUTOUT_ROWS], np.uint32(0), where=band == 0)
+
+
 def remove_background(
     data: bytes, *, max_pixels: int, post_process: bool = False, background: str = "transparent"
 ) -> OutputImage:
     """Cut out the main subject. PNG output, same size as the (EXIF-oriented) input.
 
-    ``background="transparent"``: RGBA with the mask as alpha (combined with any existing alpha).
+    ``background="transparent"``: RGBA with the mask as alpha (combined with any existing alpha);
+    fully transparent pixels are (0, 0, 0, 0) (:func:`_cut_out`), the others keep the photo's
+    colour exactly.
     ``background="white"``: the cut-out composited on white, RGB.
     """
     if background not in ("transparent", "white"):
         raise ValueError(f"unknown background {background!r}")
-    img = open_image(data, max_pixels)
-    icc = img.info.get("icc_profile")
-    rgb_img, alpha_img = _split_alpha(img)
-    mask = predict_mask(_mask_input(_flatten_on_white(rgb_img, alpha_img)), rgb_img.size)
+    decoded = open_rgba(data, max_pixels)
+    rgba = decoded.pixels
+    height, width = rgba.shape[:2]
+    photo = _flatten_pixels_on_white(rgba) if decoded.has_alpha else rgba
+    mask = predict_mask(_mask_input(photo), (width, height))
+    del photo
     if post_process:
         mask = _post_process_mask(mask)
-    if alpha_img is not None:
-        mask = np.minimum(mask, np.asarray(alpha_img))
-    width, height = rgb_img.size
+    if decoded.has_alpha:
+        np.minimum(mask, rgba[:, :, 3], out=mask)
     if background == "white":
         out = Image.new("RGB", (width, height), (255, 255, 255))
-        out.paste(rgb_img, mask=Image.fromarray(mask))
-        return OutputImage(encode_png(out, icc_profile=icc), PNG, width, height)
-    rgb: npt.NDArray[np.uint8] = np.asarray(rgb_img)
-    del img, rgb_img, alpha_img  # the array holds the pixels now: 36 MB less for a 12 MP photo
-    # ~4x faster than filling an empty array by slices
-    rgba: npt.NDArray[np.uint8] = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA), dtype=np.uint8)
-    del rgb
-    rgba[:, :, 3] = mask
-    return OutputImage(encode_png_pixels(rgba, icc_profile=icc), PNG, width, height)
+        out.paste(Image.fromarray(rgba[:, :, :3]), mask=Image.fromarray(mask))
+        return OutputImage(encode_png(out, icc_profile=decoded.icc_profile), PNG, width, height)
+    _cut_out(rgba, mask)
+    return OutputImage(encode_png_pixels(rgba, icc_profile=decoded.icc_profile), PNG, width, height)
 
 
 # --- style transfer --------------------------------------------------------------------------
