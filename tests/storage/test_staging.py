@@ -101,11 +101,15 @@ async def test_discard_during_a_flush_removes_the_file_after_it(
 ) -> None:
     release = threading.Event()
     started = threading.Event()
+    seen: list[object] = []
 
     def slow_flush(fd: int) -> None:
         started.set()
         release.wait(10)
-        os.fstat(fd)  # the descriptor is still open: discard() waited for the flush to end
+        try:
+            seen.append(os.fstat(fd).st_size)  # still open: discard() waits for the flush to end
+        except OSError as exc:
+            seen.append(exc)
 
     monkeypatch.setattr(staging, "_flush_data", slow_flush)
     file = StagingFile(tmp_path, None)
@@ -118,3 +122,4 @@ async def test_discard_during_a_flush_removes_the_file_after_it(
             break
         await asyncio.sleep(0.01)
     assert list(tmp_path.iterdir()) == []
+    assert len(seen) == 1 and isinstance(seen[0], int), seen
