@@ -168,25 +168,24 @@ class StagingFile:
         await staged.durable()
         return staged
 
-    def _close_and_remove(self, *_: object) -> None:
+    def _close(self, *_: object) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-        self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        """Close and remove the file (a page-cache unlink: fine on the event loop); a write or
-        flush still running in its thread is let finish first. After :meth:`complete` the fsync
-        closes the file; removing its name meanwhile is fine."""
+        """Remove the file now (a page-cache unlink: fine on the event loop) and close it, after a
+        write or flush still running in its thread. After :meth:`complete` the fsync closes it."""
         self._pending, self._pending_bytes = [], 0
         running = [f for f in (self._writing, self._flushing) if f is not None and not f.done()]
         for done in (f for f in (self._writing, self._flushing) if f is not None and f.done()):
             _retrieve(done)  # an error here is moot, the file goes away
         self._writing = self._flushing = None
+        self.path.unlink(missing_ok=True)  # the name only: a thread may still use the descriptor
         if running and self._fd is not None:
-            asyncio.gather(*running, return_exceptions=True).add_done_callback(self._close_and_remove)
-            return
-        self._close_and_remove()
+            asyncio.gather(*running, return_exceptions=True).add_done_callback(self._close)
+        else:
+            self._close()
 
 
 def sweep(directory: Path, *, older_than: float, now: float | None = None) -> list[Path]:
