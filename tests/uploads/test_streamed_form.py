@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +17,11 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import FastAPI, File, Form, UploadFile
+from starlette.requests import Request
 
+from darkroom.storage import staging
 from darkroom.tasks.endpoints import CREATE_TASK_FORM
+from darkroom.uploads.form import FormLimits, read_form
 from tests.seaweed import SeaweedFS
 from tests.server import Server
 from tests.support import photo, register, wait_for
@@ -225,6 +230,77 @@ async def test_a_client_that_goes_away_mid_upload_leaves_nothing(tmp_path: Path)
             assert r.status_code == 201, r.text
     finally:
         server.stop()
+
+
+async def test_a_file_is_stored_under_its_key_only_once_its_fsync_returned(
+    client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging file's fsync runs while the file is checked (uploads/inputs.py); it is moved to
+    its key, and the task created, only after the fsync returned."""
+    headers = await register(client)
+    release, waiting = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        waiting.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(staging.os, "fsync", held_fsync)
+    image = photo(96, 64)
+    post = asyncio.ensure_future(
+        _post(client, headers, ("taskType", b"color_enhancement"), ("files", image, "a.jpg"))
+    )
+    try:
+        assert await asyncio.to_thread(waiting.wait, 30)
+        await asyncio.sleep(0.1)  # the check runs meanwhile; nothing may be stored yet
+        assert not post.done()
+        stored = [p for p in _leftovers(tmp_path) if "staging" not in p.parts]
+        assert stored == []
+        assert await _credits_and_tasks(client, headers) == (20, 0)
+    finally:
+        release.set()
+    r = await post
+    assert r.status_code == 201, r.text
+    assert [p.read_bytes() for p in _leftovers(tmp_path)] == [image]
+
+
+async def test_parts_split_anywhere_are_staged_byte_for_byte(tmp_path: Path) -> None:
+    """python-multipart hands file data to the reader as pieces of the received chunks and of the
+    boundary (a partial boundary match that was data after all): staged as views, not copies,
+    they must still be the file's bytes, whatever the chunk size."""
+    boundary = "b0undary"
+    head = b"\r\n--b0und" + secrets.token_bytes(300) + b"\r\n--b0undar\r\n" + secrets.token_bytes(300)
+    for chunk, data in [
+        (1, head),
+        (7, head * 20),
+        (4096, head * 20),
+        (65536, head + secrets.token_bytes(3 * 2**20)),
+    ]:
+        body, headers = multipart(("taskType", b"x"), ("files", data, "a.jpg"), boundary=boundary)
+        messages = iter(
+            [
+                {"type": "http.request", "body": body[i : i + chunk], "more_body": True}
+                for i in range(0, len(body), chunk)
+            ]
+        )
+
+        async def receive(messages: Any = messages) -> dict[str, Any]:
+            return next(messages, {"type": "http.request", "body": b"", "more_body": False})
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"content-type", headers["Content-Type"].encode())],
+        }
+        form = await read_form(Request(scope, receive), tmp_path, FormLimits(10 * 2**20, 10, 5))
+        try:
+            (staged,) = form.files["files"]
+            await staged.durable()
+            assert staged.path.read_bytes() == data, chunk
+        finally:
+            form.discard()
 
 
 @pytest.fixture(params=["local", "s3"])

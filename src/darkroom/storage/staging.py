@@ -1,10 +1,15 @@
 """Staging files: an upload streamed to disk before it is checked and stored under its key.
 
 A :class:`StagingFile` is a temporary file in the storage's staging directory (for local storage
-inside the storage root, so storing it is an atomic rename). Chunks are written as they arrive,
-in batches of :data:`WRITE_BATCH` bytes handed to a worker thread while the next batch is
-received, so the event loop never waits for the disk and memory stays at two batches per upload.
-``finish()`` fsyncs once; ``discard()`` removes the file (idempotent), whatever happened before.
+inside the storage root, so storing it is an atomic rename). Chunks are kept as they arrive (no
+copy on the event loop) and written in batches of :data:`WRITE_BATCH` bytes by a worker thread
+(one ``writev`` each) while the next batch is received, so the event loop never waits for the
+disk and memory stays at about two batches per upload.
+
+``complete()`` writes what is left and starts the one fsync in a thread without waiting for it:
+the file's bytes can be checked (read from the page cache) while the disk flushes them.
+:meth:`StagedFile.durable` waits for that fsync; a file is moved to its key only after it.
+``finish()`` is both. ``discard()`` removes the file (idempotent), whatever happened before.
 """
 
 from __future__ import annotations
@@ -12,23 +17,62 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 WRITE_BATCH = 1024 * 1024
 """Bytes collected on the event loop before one write in a worker thread: a 10 MB upload
 takes ~10 thread hand-offs instead of one per 64 KiB network chunk."""
 
+FLUSH_EVERY = 2 * WRITE_BATCH
+"""Every this many bytes written, a flush of the file (``fdatasync``) is started in a thread of
+its own, unless one is still running; writing and receiving go on meanwhile. The disk then
+stores the file during the upload, and the fsync that makes it durable at the end has only the
+last part left (an 8.5 MB file's fsync alone took 15-25 ms on the shared machine, even with its
+pages already written out: the disk's flush is the cost; bench/FINDINGS.md, sixth pass). A
+smaller file is flushed once, by that fsync."""
+
+_IOV_MAX = 512  # buffers per writev (POSIX guarantees at least 16; Linux allows 1024)
+
 
 @dataclass(frozen=True)
 class StagedFile:
-    """A complete, fsync'd staging file. ``name`` is the client's file name (never trusted)."""
+    """A complete staging file. ``name`` is the client's file name (never trusted). Its bytes are
+    all written (readable); :meth:`durable` waits until they are also on disk (fsync'd)."""
 
     path: Path
     name: str | None
     size: int
+    synced: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
+
+    async def durable(self) -> None:
+        """Wait for the file's fsync (raises its ``OSError`` if it failed)."""
+        if self.synced is not None:
+            await self.synced
+
+
+def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
+    """Write every buffer in order with as few ``writev`` calls as the kernel allows."""
+    views = [memoryview(b) for b in buffers]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+_flush_data = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # whoever cares awaits it; nobody else is told about a moot error
 
 
 class StagingFile:
@@ -37,65 +81,111 @@ class StagingFile:
         self.name = name
         self.path = directory / f"upload-{secrets.token_hex(8)}"
         self.size = 0
-        self._pending = bytearray()
+        self._pending: list[bytes | memoryview] = []
+        self._pending_bytes = 0
+        self._written = 0  # bytes handed to the writer thread so far
+        self._flushed = 0  # ... when the last flush was started
         self._writing: asyncio.Future[None] | None = None
-        self._file: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
-
-    def _write(self, data: bytes | bytearray) -> None:
-        assert self._file is not None
-        self._file.write(data)
+        self._flushing: asyncio.Future[None] | None = None
+        # A flush and the final fsync never overlap; a flush's error is the final fsync's (Linux
+        # reports a write-back error to a file once: the fsync after it would not see it).
+        self._flush_lock = threading.Lock()
+        self._flush_error: OSError | None = None
+        self._closed = False
+        # Owned by this object until complete() hands it to the fsync (which closes it).
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
 
     async def write(self, data: bytes | memoryview) -> None:
+        """Queue ``data`` for writing. It is kept, not copied: it must not change afterwards
+        (``bytes``, or a view of ``bytes``)."""
+        if not data:
+            return
         self.size += len(data)
-        self._pending += data
-        if len(self._pending) >= WRITE_BATCH:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= WRITE_BATCH:
             # One batch is written while the next one is received: waiting for each write would
             # stop reading the socket (the server reads no more than it is asked for) meanwhile.
             if self._writing is not None:
                 await self._writing
-            batch, self._pending = self._pending, bytearray()
-            self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, batch)
+                self._writing = None
+                self._flush_behind()
+            self._writing = self._write_pending()
 
-    def _finish(self) -> None:
-        assert self._file is not None
-        if self._pending:
-            self._write(self._pending)
-            self._pending = bytearray()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+    def _run(self, function: Callable[..., None], *args: object) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().run_in_executor(None, function, *args)
 
-    async def finish(self) -> StagedFile:
+    def _write_pending(self) -> asyncio.Future[None]:
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        self._written += sum(len(b) for b in batch)
+        return self._run(_write_all, self._fd, batch)
+
+    def _flush_behind(self) -> None:
+        """Start flushing what is written so far, if enough is and no flush is running."""
+        if self._written - self._flushed < FLUSH_EVERY:
+            return
+        if self._flushing is not None and not self._flushing.done():
+            return
+        self._flushed = self._written
+        self._flushing = self._run(self._flush, self._fd)
+
+    def _flush(self, fd: int) -> None:
+        with self._flush_lock:
+            if self._closed:  # the final fsync ran first (and closed the descriptor)
+                return
+            try:
+                _flush_data(fd)
+            except OSError as exc:
+                self._flush_error = exc
+
+    def _sync_and_close(self, fd: int) -> None:
+        with self._flush_lock:  # after a flush still running
+            self._closed = True
+            try:
+                if self._flush_error is not None:
+                    raise self._flush_error
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def complete(self) -> StagedFile:
+        """Write what is left; start the fsync (in a thread) and return without waiting for it."""
         if self._writing is not None:
             await self._writing
             self._writing = None
-        await asyncio.to_thread(self._finish)
-        return StagedFile(path=self.path, name=self.name, size=self.size)
+        if self._pending:
+            self._writing = self._write_pending()
+            await self._writing
+            self._writing = None
+        fd, self._fd = self._fd, None
+        synced = self._run(self._sync_and_close, fd)
+        synced.add_done_callback(_retrieve)
+        return StagedFile(path=self.path, name=self.name, size=self.size, synced=synced)
 
-    def _close_and_remove(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.path.unlink(missing_ok=True)
+    async def finish(self) -> StagedFile:
+        """A complete and durable (fsync'd) staging file."""
+        staged = await self.complete()
+        await staged.durable()
+        return staged
 
-    def _after_write(self, writing: asyncio.Future[None]) -> None:
-        if not writing.cancelled():
-            writing.exception()  # retrieved: an error here is moot, the file goes away
-        self._close_and_remove()
+    def _close(self, *_: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def discard(self) -> None:
-        """Close and remove the file (a page-cache unlink: fine on the event loop); a write still
-        running in its thread is let finish first."""
-        self._pending = bytearray()
-        writing, self._writing = self._writing, None
-        if writing is not None and not writing.done():
-            writing.add_done_callback(self._after_write)
-            return
-        if writing is not None:
-            self._after_write(writing)
+        """Remove the file now (a page-cache unlink: fine on the event loop) and close it, after a
+        write or flush still running in its thread. After :meth:`complete` the fsync closes it."""
+        self._pending, self._pending_bytes = [], 0
+        running = [f for f in (self._writing, self._flushing) if f is not None and not f.done()]
+        for done in (f for f in (self._writing, self._flushing) if f is not None and f.done()):
+            _retrieve(done)  # an error here is moot, the file goes away
+        self._writing = self._flushing = None
+        self.path.unlink(missing_ok=True)  # the name only: a thread may still use the descriptor
+        if running and self._fd is not None:
+            asyncio.gather(*running, return_exceptions=True).add_done_callback(self._close)
         else:
-            self._close_and_remove()
+            self._close()
 
 
 def sweep(directory: Path, *, older_than: float, now: float | None = None) -> list[Path]:

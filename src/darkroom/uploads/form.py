@@ -77,7 +77,7 @@ class _Reader:
         self.part = _Part()
         self.form = StreamedForm()
         self.open_files: list[StagingFile] = []
-        self.chunks: list[tuple[StagingFile, bytes]] = []
+        self.chunks: list[tuple[StagingFile, bytes | memoryview]] = []
         self.finished: list[tuple[str, StagingFile]] = []
         self.file_count = 0
         self.field_count = 0
@@ -135,7 +135,10 @@ class _Reader:
                     "limit per file.",
                     code="file_too_large",
                 )
-            self.chunks.append((part.file, data[start:end]))
+            # A view of the received chunk, not a copy (the staging file keeps it until written)
+            self.chunks.append(
+                (part.file, data if start == 0 and end == len(data) else memoryview(data)[start:end])
+            )
         elif part.text is not None:
             part.text += data[start:end]
             if part.received > self.limits.max_field_bytes:
@@ -159,7 +162,8 @@ class _Reader:
             await staging.write(chunk)
         finished, self.finished = self.finished, []
         for name, staging in finished:
-            self.form.files.setdefault(name, []).append(await staging.finish())
+            # written; its fsync runs on while the rest of the body is read and the file checked
+            self.form.files.setdefault(name, []).append(await staging.complete())
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -175,7 +179,8 @@ class _Reader:
 
 
 async def read_form(request: Request, staging_dir: Path, limits: FormLimits) -> StreamedForm:
-    """Read a multipart/form-data body; file parts are staged (fsync'd) in ``staging_dir``. An
+    """Read a multipart/form-data body; file parts are staged in ``staging_dir`` (written, their
+    fsync under way: :meth:`StagedFile.durable` before storing them). An
     application/x-www-form-urlencoded body (text fields only) is read whole.
 
     The caller owns the returned form's staging files: store them, then :meth:`StreamedForm.discard`

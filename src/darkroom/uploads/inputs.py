@@ -2,7 +2,8 @@
 
 Multipart files arrive as staging files (``uploads/form.py``): each is checked on the file itself
 (type from the magic bytes, pixel count from the header, structure; mapped read-only in a worker
-thread) and then moved into storage (local: a rename; S3: an upload from the file). Direct
+thread) while its fsync, started when its part ended, runs in another; once it is durable it is
+moved into storage (local: a rename; S3: an upload from the file). Direct
 uploads (``uploads/service.py``) arrive as bytes. Every stored key is deleted again when the
 request's transaction rolls back (any refusal after this point included).
 """
@@ -32,7 +33,8 @@ def refusal(label: str, exc: imaging.ImageRejected) -> DarkroomError:
 
 
 async def store_staged(ctx: AppContext, session: AsyncSession, staged: Sequence[StagedFile]) -> list[Upload]:
-    """Check every staged file, then store them all. A refusal stores nothing."""
+    """Check every staged file, then store them all, each once it is durable. A refusal stores
+    nothing."""
     infos = []
     for f in staged:
         try:
@@ -42,6 +44,7 @@ async def store_staged(ctx: AppContext, session: AsyncSession, staged: Sequence[
     out = []
     for f, info in zip(staged, infos, strict=True):
         key = new_key("inputs", f.name, info.content_type)
+        await f.durable()  # never under its key (nor in a committed task) before it is on disk
         on_rollback(session, partial(ctx.storage.delete, key))
         await ctx.storage.put_file(key, f.path, info.content_type)
         out.append(Upload(name=f.name, key=key, size=f.size, info=info))
