@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from darkroom.storage.base import ObjectNotFound
+from darkroom.storage.base import ObjectNotFound, StorageError
 from darkroom.storage.keys import new_key
 from darkroom.storage.local import LocalStorage
 from darkroom.storage.signing import UrlSigner
@@ -56,7 +56,7 @@ async def test_folders_are_created_for_writes_and_moves(tmp_path: Path) -> None:
     assert not staged.exists()
 
     missing = tmp_path / "gone"
-    with pytest.raises(Exception, match="cannot store"):
+    with pytest.raises(StorageError, match="cannot store"):
         await store.put_file(new_key("outputs", "c.png", "image/png"), missing, "image/png")
 
 

@@ -116,8 +116,8 @@ class StagingFile:
         return asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def _write_pending(self) -> asyncio.Future[None]:
+        self._written += self._pending_bytes
         batch, self._pending, self._pending_bytes = self._pending, [], 0
-        self._written += sum(len(b) for b in batch)
         return self._run(_write_all, self._fd, batch)
 
     def _flush_behind(self) -> None:

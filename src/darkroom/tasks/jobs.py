@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, bindparam, case, column, func, insert, select, text, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom import imaging, metrics
@@ -196,16 +196,10 @@ LEFT JOIN task_files AS f ON f.task_id = claimed.id AND f.role = 'input'
 ORDER BY f.position
 """
     )
+    # typed so that aware datetimes are bound as the columns store them (rows come from asyncpg)
     .bindparams(
         bindparam("b_now", type_=_t.c.updated_at.type),
         bindparam("b_expires", type_=_t.c.lease_expires_at.type),
-    )
-    .columns(
-        *_CLAIMED,
-        _f.c.storage_key,
-        _f.c.content_type,
-        _f.c.original_name,
-        column("async_commit", String),
     )
 )
 _START_ATTEMPT = (  # one UPDATE, no read of the attempt row first
