@@ -36,7 +36,8 @@ async def test_a_read_request_is_one_transaction_and_a_write_keeps_its_user_look
     app_client: AppFactory,
 ) -> None:
     provider = ScriptedProvider("scripted", ("color_enhancement",))
-    async with app_client(providers=[provider], reaper_interval_seconds=60) as client:
+    # no event tail: its poll (every second) would begin reads of its own among the requests'
+    async with app_client(providers=[provider], reaper_interval_seconds=60, events_poll_seconds=0) as client:
         headers = await register(client)
         task_id = (await submit(client, headers, "color_enhancement")).json()["data"]["id"]
         await wait_for(client, headers, task_id)
