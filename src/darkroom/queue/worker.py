@@ -29,6 +29,7 @@ from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from darkroom import migrate
 from darkroom.config import Settings
 from darkroom.context import AppContext
+from darkroom.loops import new_event_loop
 from darkroom.providers.base import Provider
 from darkroom.queue.broker import DramatiqTransport, TaskIdFilter
 from darkroom.queue.reaper import reaper_loop
@@ -50,6 +51,8 @@ class WorkerProcess:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.transport = DramatiqTransport(settings)
         self.loop_thread = EventLoopThread(log)
+        self.loop_thread.loop.close()  # Dramatiq makes an asyncio loop; ours is uvloop's (loops.py)
+        self.loop_thread.loop = new_event_loop()
         self.ctx: AppContext | None = None
         self.running: set[asyncio.Task[None]] = set()
         self.background: list[asyncio.Task[None]] = []
