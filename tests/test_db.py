@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Boolean, Column, MetaData, String, Table, bindparam, insert, select, text
 
-from darkroom.db import Database
+from darkroom.db import Database, DriverStatement
+from darkroom.models.base import UTCDateTime
 from tests import database
 
 
@@ -45,31 +46,6 @@ async def test_concurrent_sqlite_writers_queue_and_all_commit(tmp_path: Path) ->
     assert total == 41
 
 
-async def test_a_single_read_on_sqlite_sends_no_begin_and_sees_committed_rows(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
-    sent: list[str] = []
-    try:
-        async with db.transaction() as s:
-            await s.execute(text("CREATE TABLE t (n INTEGER NOT NULL)"))
-            await s.execute(text("INSERT INTO t (n) VALUES (1)"))
-        assert db.single_read_engine is not db.engine
-
-        @event.listens_for(db.single_read_engine.sync_engine, "before_cursor_execute")
-        def _sent(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            sent.append(statement)
-
-        async with db.transaction() as w:  # an open write is not seen, and does not block the read
-            await w.execute(text("INSERT INTO t (n) VALUES (2)"))
-            async with db.single_read() as conn:
-                seen = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
-        async with db.single_read() as conn:
-            after = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
-    finally:
-        await db.dispose()
-    assert (seen, after) == (1, 2)
-    assert sent == ["SELECT count(*) FROM t"] * 2  # no BEGIN, and no transaction left open
-
-
 async def _backend_pid(db: Database) -> int:
     async with db.transaction(write=False) as s:
         return int(await s.scalar(text("SELECT pg_backend_pid()")))
@@ -103,3 +79,48 @@ async def test_postgres_pooled_connections_closed_by_the_server_are_replaced_uns
     finally:
         await db.dispose()
         database.drop_database(url)
+
+
+async def test_fetch_single_reads_typed_named_rows_outside_any_transaction(
+    tmp_path: Path, test_database: str | None
+) -> None:
+    """The driver read (the status poll's): bound and literal parameters, values through their
+    column types (aware datetimes, booleans, whatever the driver returns), rows by column name;
+    a write still open is not seen and does not block it (SQLite: one reader connection for all)."""
+    url = test_database or f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+    meta = MetaData()
+    items = Table(
+        "fetch_items",
+        meta,
+        Column("id", String(8), primary_key=True),
+        Column("kind", String(8), nullable=False),
+        Column("active", Boolean, nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+    )
+    when = datetime(2026, 11, 29, 7, 30, 15, 123456, tzinfo=UTC)
+    statement = DriverStatement(
+        select(items.c.id, items.c.active, items.c.at)
+        .where(items.c.kind == "photo", items.c.id >= bindparam("first"))
+        .order_by(items.c.id)
+    )
+    db = Database(url)
+    try:
+        async with db.transaction() as s:
+            await s.run_sync(lambda sync: meta.create_all(sync.connection()))
+            await s.execute(
+                insert(items),
+                [
+                    {"id": "a", "kind": "photo", "active": True, "at": when},
+                    {"id": "b", "kind": "mask", "active": True, "at": when},
+                    {"id": "c", "kind": "photo", "active": False, "at": when},
+                ],
+            )
+        async with db.transaction() as w:
+            await w.execute(insert(items), {"id": "d", "kind": "photo", "active": True, "at": when})
+            during = await db.fetch_single(statement, {"first": "a"})
+        after = await asyncio.gather(*(db.fetch_single(statement, {"first": "b"}) for _ in range(3)))
+    finally:
+        await db.dispose()
+    assert [(r.id, r.active, r.at) for r in during] == [("a", True, when), ("c", False, when)]
+    assert type(during[0].active) is bool and during[0].at.tzinfo is not None
+    assert [[r.id for r in rows] for rows in after] == [["c", "d"]] * 3

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import namedtuple
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, Dialect, event, make_url
+from sqlalchemy import ClauseElement, Dialect, Select, event, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -91,20 +91,52 @@ class DriverStatement:
     """A statement compiled once per dialect into the driver's SQL and positional parameters
     (bound through the columns' types, e.g. aware datetimes to naive UTC), to run on the driver
     connection itself. For a hot statement whose SQLAlchemy execution costs more than the
-    database's work (``Database.fetch_autocommit``)."""
+    database's work (``Database.fetch_autocommit``, ``Database.fetch_single``)."""
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: tuple[Dialect, str, list[tuple[str, Any]]] | None = None
+        self._compiled: tuple[Dialect, str, list[tuple[str, Any, Any]]] | None = None
+        self._rows: tuple[Dialect, Callable[[Iterable[Any]], Any], list[tuple[int, Any]]] | None = None
+
+    def rows(self, dialect: Dialect, raw: Iterable[Sequence[Any]]) -> list[Any]:
+        """A SELECT's driver rows as named tuples (by column key), each value through its
+        column type's result processing (SQLite: text to aware datetimes, 0/1 to booleans)."""
+        if self._rows is None or self._rows[0] is not dialect:
+            columns = list(cast(Select[Any], self.statement).selected_columns)
+            row_type: Any = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
+            make: Callable[[Iterable[Any]], Any] = row_type._make
+            processors = [
+                (i, p)
+                for i, c in enumerate(columns)
+                if (p := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+            ]
+            self._rows = (dialect, make, processors)
+        _, make, processors = self._rows
+        if not processors:
+            return [make(row) for row in raw]
+        out = []
+        for row in raw:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            out.append(make(values))
+        return out
 
     def compiled_for(self, dialect: Dialect, values: Mapping[str, Any]) -> list[Any]:
         if self._compiled is None or self._compiled[0] is not dialect:
             compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
             order = compiled.positiontup or []
-            binds = [(name, compiled.binds[name].type.bind_processor(dialect)) for name in order]
+            binds = []
+            for name in order:  # a literal (``role == "output"``) is a bind with its own value
+                bind = compiled.binds[name]
+                binds.append((name, bind.type.bind_processor(dialect), bind.effective_value))
             self._compiled = (dialect, compiled.string, binds)
         _, sql, binds = self._compiled
-        return [sql, *(process(values[name]) if process else values[name] for name, process in binds)]
+        params = []
+        for name, process, own in binds:
+            value = values.get(name, own)
+            params.append(process(value) if process else value)
+        return [sql, *params]
 
 
 class Database:
@@ -118,6 +150,7 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._reader: sqlite_inline.InlineConnection | None = None
         if self.is_sqlite:
             path = make_url(url).database or ":memory:"
 
@@ -134,10 +167,10 @@ class Database:
             # mostly wait (bench figures 2 and 3). Other processes still meet the busy timeout.
             self.write_engine = sqlite_engine(pool_size=1, max_overflow=0, pool_timeout=60)
             _configure_sqlite(self.write_engine)
-            # One SELECT needs no BEGIN ... ROLLBACK around it: in autocommit mode SQLite gives the
-            # statement its own read snapshot (the status poll, bench figure 5).
-            self.single_read_engine = sqlite_engine(pool_size=4, max_overflow=12, pool_reset_on_return=None)
-            self.owned_engines = [self.engine, self.write_engine, self.single_read_engine]
+            self.owned_engines = [self.engine, self.write_engine]
+            # ``fetch_single``'s connection: a read runs from execute to the last row without
+            # leaving the event loop, so one connection serves every such read of the process
+            self._open_reader = sqlite_inline.connector(path, timeout=lock_timeout)
             self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
             if self.checkpointer is not None:
                 checkpointer = self.checkpointer
@@ -154,33 +187,14 @@ class Database:
         # the same pool; a connection is switched to autocommit while checked out (on asyncpg a
         # client-side flag, no round trip) and back when it returns
         self.autocommit_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
-        if not self.is_sqlite:  # one statement, its own transaction: no BEGIN / ROLLBACK round trips
-            self.single_read_engine = self.autocommit_engine
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
         self.session_info: dict[str, Any] = {}
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
         self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, info=self.session_info)
-        self.single_read_sessions = async_sessionmaker(
-            self.single_read_engine, expire_on_commit=False, info=self.session_info
-        )
 
     def session(self, *, write: bool) -> AsyncSession:
         return (self.write_sessions if write else self.read_sessions)()
-
-    @asynccontextmanager
-    async def single_read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one SELECT whose rows are read at once, sent without a transaction
-        around it (SQLite: autocommit mode; PostgreSQL: autocommit, no BEGIN/ROLLBACK round trips);
-        the statement has its own snapshot."""
-        async with self.single_read_engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def single_read_session(self) -> AsyncIterator[AsyncSession]:
-        """``single_read`` for an ORM read of one statement (the user lookup of a write request)."""
-        async with self.single_read_sessions() as session:
-            yield session
 
     async def fetch_autocommit(self, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
         """Run one statement as its own transaction on the driver (asyncpg) and return its rows:
@@ -191,6 +205,25 @@ class Database:
             assert raw is not None
             rows: list[Any] = await raw.fetch(*statement.compiled_for(self.engine.dialect, values))
             return rows
+
+    async def fetch_single(self, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
+        """One SELECT on the driver, outside any transaction (it has its own snapshot), its rows
+        as named tuples (``DriverStatement.rows``). No pool checkout and none of SQLAlchemy's
+        per-execution work: on SQLite the statement runs inline on a connection of its own, on
+        PostgreSQL through ``fetch_autocommit`` (the status poll and the user lookup of writes;
+        bench figures 3 and 5). SQLAlchemy's events and echo do not see it."""
+        if not self.is_sqlite:
+            return statement.rows(self.engine.dialect, await self.fetch_autocommit(statement, values))
+        reader = self._reader
+        if reader is None:
+            reader = await self._open_reader()
+            if self._reader is None:
+                self._reader = reader
+            else:  # another read opened it meanwhile
+                reader.stop()
+                reader = self._reader
+        sql, *params = statement.compiled_for(self.engine.dialect, values)
+        return statement.rows(self.engine.dialect, await reader.run(reader.fetch_now, sql, params))
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -207,5 +240,8 @@ class Database:
     async def dispose(self) -> None:
         for engine in self.owned_engines:
             await engine.dispose()
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader = None
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)

@@ -7,11 +7,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from darkroom.auth import service as auth_service
 from darkroom.auth.security import decode_token_cached
 from darkroom.context import AppContext
+from darkroom.db import DriverStatement
 from darkroom.models import User
 from darkroom.uow import owned
 from darkroom.web import session as web_session
@@ -66,17 +69,22 @@ async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     shared: SharedReadSession,
 ) -> User:
-    """The token's user. A write request reads it with one statement of its own, outside any
-    transaction (``Database.single_read_session``), so that the request's write transaction (on
-    SQLite, the database's write lock) starts only when the endpoint writes; a read request reads
-    it in the request's one read transaction.
+    """The token's user. A write request reads it with one statement of its own on the driver,
+    outside any transaction (``Database.fetch_single``), so that the request's write transaction
+    (on SQLite, the database's write lock) starts only when the endpoint writes; a read request
+    reads it in the request's one read transaction.
     Browsers send the token in the session cookie instead; then writes need the CSRF header."""
     token = web_session.request_token(request, credentials.credentials if credentials else None)
     claims = decode_token_cached(token, ctx.settings.secret_key)  # the user is still read below
     if shared is not None:
         return await auth_service.get_active_user(shared, claims)
-    async with ctx.db.single_read_session() as session:
-        return await auth_service.get_active_user(session, claims)
+    rows = await ctx.db.fetch_single(_USER, {"user_id": claims.user_id})
+    user = auth_service.check_token_user(User(**rows[0]._asdict()) if rows else None, claims)
+    make_transient_to_detached(user)  # as if loaded by a session that has closed since
+    return user
+
+
+_USER = DriverStatement(select(User.__table__).where(User.__table__.c.id == bindparam("user_id")))
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -82,6 +82,10 @@ class InlineConnection:
         """One statement without a cursor object of ours (BEGIN; see ``db._configure_sqlite``)."""
         self._conn.execute(sql).close()
 
+    def fetch_now(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """One statement and all its rows, without leaving the caller (``Database.fetch_single``)."""
+        return self._conn.execute(sql, parameters).fetchall()
+
     @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level

@@ -1,5 +1,6 @@
-"""The status poll, kept lean (bench figure 5): one dependency-free handler, one Core SELECT
-that checks the token's user and reads the task with its current result keys, a body encoded
+"""The status poll, kept lean (bench figure 5): one dependency-free handler, one SELECT on the
+driver (``Database.fetch_single``) that checks the token's user and reads the task with its
+current result keys, a body encoded
 once. Same answers as the other task routes: 401 ``unauthorized`` / ``invalid_token`` /
 ``token_expired`` / ``token_revoked``, 404 ``task_not_found`` for a missing or someone else's
 task, an ETag from the task's ``seq`` and 304 when If-None-Match holds it."""
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from darkroom.auth.security import decode_token_cached
 from darkroom.auth.service import check_token_user
 from darkroom.context import AppContext
+from darkroom.db import DriverStatement
 from darkroom.errors import NotFound
 from darkroom.models import Task, TaskFile, User
 from darkroom.models.task import TaskStatus
@@ -27,7 +29,7 @@ CACHE_CONTROL = "private, no-cache"
 # The user ⟕ the task if it is theirs ⟕ the outputs of its current attempt: one row per output
 # (one with NULL file columns if none), a row with NULL task columns when the task is missing
 # or someone else's, no row when the user does not exist.
-_STATUS = (
+_STATUS = DriverStatement(
     select(
         User.is_active,
         User.token_version,
@@ -69,8 +71,7 @@ async def task_status(request: Request, task_id: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     token = web_session.request_token(request, _bearer(request))
     claims = decode_token_cached(token, ctx.settings.secret_key)
-    async with ctx.db.single_read() as conn:
-        rows = (await conn.execute(_STATUS, {"task_id": task_id, "user_id": claims.user_id})).all()
+    rows = await ctx.db.fetch_single(_STATUS, {"task_id": task_id, "user_id": claims.user_id})
     first = check_token_user(rows[0] if rows else None, claims)  # no row: no such user
     if first.id is None:  # someone else's task looks exactly like a missing one
         raise NotFound("Task not found.", code="task_not_found")
