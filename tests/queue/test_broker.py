@@ -99,3 +99,44 @@ def test_the_bell_is_bounded_and_the_delay_queue_keeps_dramatiqs_backoff(tmp_pat
         broker.flush_all()
         broker.close()
         probe.close()
+
+
+class _CountingConnection(redis.Connection):
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_a_send_is_one_round_trip_and_survives_an_unloaded_script(tmp_path: Path) -> None:
+    """The message and the bell go in one pipeline; when Redis has lost Dramatiq's script (a
+    restart, SCRIPT FLUSH) the send still lands and the bell still rings."""
+    broker = _broker(tmp_path)
+    probe = redis.Redis.from_url(REDIS_URL)
+    try:
+        broker.client.connection_pool.connection_class = _CountingConnection
+        broker.client.connection_pool.reset()
+        queue = f"q{secrets.token_hex(4)}"
+        broker.declare_queue(queue)
+        broker.enqueue(_message(queue, "first"))  # loads the script if this Redis lacks it
+        before = _CountingConnection.sends
+        broker.enqueue(_message(queue, "second"))
+        assert _CountingConnection.sends - before == 1  # was 2: the script, then the bell
+
+        probe.script_flush()
+        broker.enqueue(_message(queue, "third"))
+        assert probe.llen(broker.bell_key(queue)) >= 3
+        consumer = broker.consume(queue, prefetch=10, timeout=WORKER_TIMEOUT_MS)
+        seen = []
+        while len(seen) < 3:
+            message = next(consumer)
+            if message is not None:
+                seen.append(message.args[0])
+                consumer.ack(message)
+        assert sorted(seen) == ["first", "second", "third"]
+        consumer.close()
+    finally:
+        broker.flush_all()
+        broker.close()
+        probe.close()
