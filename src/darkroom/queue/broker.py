@@ -25,11 +25,12 @@ for "at least once, quickly" and leaves exactly-once to the conditional claim an
   default), so a task sent to an idle worker waited up to a second (dispatch median 23 ms, p99
   116 ms, bench figure 2); polling every few ms instead cost an idle worker ~5 % of a core. So
   sending a task also pushes a token on a short list (``{namespace}:bell:{queue}``, trimmed to
-  ``BELL_TOKENS``; in the same pipelined round trip as Dramatiq's enqueue script), and an idle consumer of the task queue waits on that list with ``BLPOP``
-  (up to ``REDIS_IDLE_WAIT_S``, then it fetches anyway: messages Dramatiq requeues from a dead
-  worker ring no bell). While all its prefetch slots are taken it polls only for acks, every
-  ``REDIS_BUSY_POLL_S``. The delay queue (retries, seconds apart) keeps Dramatiq's own backoff.
-  RabbitMQ pushes messages and needs none of this.
+  ``BELL_TOKENS``; in the same pipelined round trip as Dramatiq's enqueue script), and an idle
+  consumer of the task queue waits on that list with ``BLPOP`` (up to ``REDIS_IDLE_WAIT_S``, then
+  it fetches anyway: messages Dramatiq requeues from a dead worker ring no bell). While all its
+  prefetch slots are taken it polls only for acks, every ``REDIS_BUSY_POLL_S``. The delay queue
+  (retries, seconds apart) keeps Dramatiq's own backoff. RabbitMQ pushes messages and needs none
+  of this.
 * **No age limit**, no results backend, no callbacks or pipelines.
 
 Sending never raises into the request: when the broker is down the task simply stays ``pending``
