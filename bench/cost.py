@@ -6,7 +6,7 @@ Runs the real app (``create_app`` with the bench's no-op provider, SQLite, in-pr
 behind httpx's ASGI transport, submits ``--tasks`` tasks the way figure 3 does (multipart with a
 tiny PNG) and waits until all of them completed. Two passes over fresh data directories:
 
-* statements: every statement the engines run (``before_cursor_execute``), grouped by the
+* statements: every statement SQLite receives (``sqlite3``'s trace callback), grouped by the
   transaction it ran in — ``create`` (the one that inserts the task), ``claim``, ``finish``
   (the one that records a ledger settlement), ``read`` (read transactions: user lookups, the
   balance check) — per task;
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -53,7 +54,10 @@ def _settings(data_dir: Path) -> Settings:
 
 
 class Counting:
-    """Statements per transaction, the transaction labelled by what it wrote."""
+    """Statements per transaction, the transaction labelled by what it wrote. Counted where
+    SQLite receives them (``sqlite3``'s trace callback on every connection of the process), so
+    statements sent to the driver directly (``db.execute``, ``Database.fetch_single``) count
+    as well as SQLAlchemy's."""
 
     def __init__(self) -> None:
         self.open: dict[int, list[str]] = defaultdict(list)
@@ -75,24 +79,45 @@ class Counting:
             return "other write"
         return "read"
 
-    def attach(self, engine: Any) -> None:
-        sync = engine.sync_engine
+    def _end(self, key: int) -> None:
+        statements = self.open.pop(key, [])
+        if statements:
+            label = self.label(statements)
+            self.by_label[label] += len(statements)
+            self.transactions[label] += 1
 
-        @event.listens_for(sync, "before_cursor_execute")
-        def _stmt(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            if statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-                return
-            self.open[id(conn.connection.dbapi_connection)].append(statement)
+    def trace(self, conn: sqlite3.Connection) -> None:
+        key = id(conn)
 
-        def _end(conn: Any) -> None:
-            statements = self.open.pop(id(conn.connection.dbapi_connection), [])
-            if statements:
-                label = self.label(statements)
-                self.by_label[label] += len(statements)
-                self.transactions[label] += 1
+        def seen(statement: str) -> None:
+            head = statement.lstrip()[:8].upper()
+            if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+                self._end(key)
+            elif not head.startswith("PRAGMA"):
+                self.open[key].append(statement)
 
-        event.listen(sync, "commit", _end)
-        event.listen(sync, "rollback", _end)
+        conn.set_trace_callback(seen)
+
+    def attach(self, db: Any) -> None:
+        traced: set[int] = set()
+        for engine in db.owned_engines:  # every pooled connection, from its next checkout on
+
+            @event.listens_for(engine.sync_engine.pool, "checkout")
+            def _out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+                conn = dbapi_connection.driver_connection._conn
+                if id(conn) not in traced:
+                    traced.add(id(conn))
+                    self.trace(conn)
+
+        if db._reader is not None:  # fetch_single's connection: each statement its own transaction
+            reader = db._reader._conn
+            key = id(reader)
+
+            def single(statement: str) -> None:
+                self.open[key].append(statement)
+                self._end(key)
+
+            reader.set_trace_callback(single)
 
 
 async def _run(tasks: int, concurrency: int, counting: Counting | None) -> float:
@@ -136,8 +161,7 @@ async def _run(tasks: int, concurrency: int, counting: Counting | None) -> float
                 await until(concurrency)
                 ctx = app.state.ctx
                 if counting is not None:
-                    for engine in ctx.db.owned_engines:
-                        counting.attach(engine)
+                    counting.attach(ctx.db)
                 cpu0 = time.process_time()
                 await batch(tasks)
                 cpu = time.process_time() - cpu0

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Boolean, Column, MetaData, String, Table, bindparam, insert, select, text
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from darkroom.db import Database, DriverStatement
+from darkroom.db import Database, DriverStatement, execute
 from darkroom.models.base import UTCDateTime
 from tests import database
 
@@ -124,3 +140,62 @@ async def test_fetch_single_reads_typed_named_rows_outside_any_transaction(
     assert [(r.id, r.active, r.at) for r in during] == [("a", True, when), ("c", False, when)]
     assert type(during[0].active) is bool and during[0].at.tzinfo is not None
     assert [[r.id for r in rows] for rows in after] == [["c", "d"]] * 3
+
+
+async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_returning(
+    tmp_path: Path, test_database: str | None
+) -> None:
+    """``db.execute`` (SQLite: straight to the driver) behaves as SQLAlchemy's execution does:
+    Python-side defaults and ``onupdate`` filled in, literals bound, RETURNING rows typed, an
+    executemany for a list, constraint errors as SQLAlchemy's, and everything inside the
+    session's transaction (a rollback takes it back)."""
+    url = test_database or f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    counter = itertools.count(1)
+    meta = MetaData()
+    rows_table = Table(
+        "exec_rows",
+        meta,
+        Column("id", String(8), primary_key=True, default=lambda: f"r{next(counter)}"),
+        Column("kind", String(8), nullable=False),
+        Column("n", Integer, nullable=False, default=7),
+        Column("data", JSON),
+        Column("at", UTCDateTime, nullable=False, default=lambda: datetime(2026, 1, 1, tzinfo=UTC)),
+        Column("changed", UTCDateTime, onupdate=lambda: datetime(2026, 2, 2, tzinfo=UTC)),
+    )
+    insert_many = DriverStatement(insert(rows_table))
+    insert_one = DriverStatement(insert(rows_table).returning(rows_table.c.id, rows_table.c.at))
+    bump = DriverStatement(
+        update(rows_table)
+        .where(rows_table.c.kind == "photo", rows_table.c.n >= bindparam("b_min"))
+        .values(n=rows_table.c.n + 1)
+        .returning(rows_table.c.id, rows_table.c.n, rows_table.c.data, rows_table.c.changed)
+    )
+    db = Database(url)
+    try:
+        async with db.transaction() as s:
+            await s.run_sync(lambda sync: meta.create_all(sync.connection()))
+        async with db.transaction() as s:
+            first = (await execute(s, insert_one, {"kind": "photo", "data": {"a": [1, 2]}})).one_or_none()
+            assert (first.id, first.at) == ("r1", datetime(2026, 1, 1, tzinfo=UTC))
+            await execute(s, insert_many, [{"kind": "photo", "n": 9}, {"kind": "mask", "n": 9}])
+            bumped = (await execute(s, bump, {"b_min": 7})).all()
+        assert sorted((r.id, r.n, r.data, r.changed) for r in bumped) == [
+            ("r1", 8, {"a": [1, 2]}, datetime(2026, 2, 2, tzinfo=UTC)),
+            ("r2", 10, None, datetime(2026, 2, 2, tzinfo=UTC)),
+        ]
+        with pytest.raises(IntegrityError):
+            async with db.transaction() as s:
+                await execute(s, insert_many, {"id": "r1", "kind": "dup"})
+
+        async def rolled_back() -> None:
+            async with db.transaction() as s:
+                await execute(s, insert_many, {"id": "gone", "kind": "photo"})
+                raise RuntimeError("roll back")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        async with db.transaction(write=False) as s:
+            ids = list(await s.scalars(select(rows_table.c.id).order_by(rows_table.c.id)))
+        assert ids == ["r1", "r2", "r3"]
+    finally:
+        await db.dispose()

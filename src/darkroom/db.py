@@ -10,6 +10,11 @@ by another process is waited for with async retries, never by blocking the loop)
 use an engine whose pool holds one connection, so the writers of one process wait their turn in
 that pool (woken as soon as the previous one commits). WAL checkpoints run in a thread
 (``sqlite_checkpoint``), never inside a commit on the loop. PostgreSQL needs none of that.
+
+The task pipeline's hot statements are ``DriverStatement``s: compiled once, sent to the driver
+without SQLAlchemy's per-execution work (``execute`` inside a session's transaction on SQLite,
+``fetch_single`` for one-statement reads, ``fetch_autocommit`` for the PostgreSQL claim). They
+bypass SQLAlchemy's execution events and echo; everything else goes through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import asyncio
 import sqlite3
 import time
 from collections import namedtuple
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, Dialect, Select, event, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy import ClauseElement, Dialect, Executable, Select, event, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -97,12 +102,14 @@ class DriverStatement:
         self.statement = statement
         self._compiled: tuple[Dialect, str, list[tuple[str, Any, Any]]] | None = None
         self._rows: tuple[Dialect, Callable[[Iterable[Any]], Any], list[tuple[int, Any]]] | None = None
+        self._bound: dict[tuple[Dialect, tuple[str, ...]], tuple[SQLCompiler, list[Any], list[Any]]] = {}
 
     def rows(self, dialect: Dialect, raw: Iterable[Sequence[Any]]) -> list[Any]:
-        """A SELECT's driver rows as named tuples (by column key), each value through its
-        column type's result processing (SQLite: text to aware datetimes, 0/1 to booleans)."""
+        """The driver rows of a SELECT (or of a statement's RETURNING) as named tuples (by column
+        key), each value through its column type's result processing (SQLite: text to aware
+        datetimes, 0/1 to booleans, JSON text to objects)."""
         if self._rows is None or self._rows[0] is not dialect:
-            columns = list(cast(Select[Any], self.statement).selected_columns)
+            columns = list(cast(Select[Any], self.statement).exported_columns)
             row_type: Any = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
             make: Callable[[Iterable[Any]], Any] = row_type._make
             processors = [
@@ -122,6 +129,36 @@ class DriverStatement:
             out.append(make(values))
         return out
 
+    def bound(self, dialect: Dialect, values: Sequence[Mapping[str, Any]]) -> tuple[str, list[list[Any]]]:
+        """The SQL and the driver's positional parameters for each of ``values`` (executemany
+        when more than one), as SQLAlchemy's execution would send them: compiled for the keys
+        given (an INSERT lists the columns it is given), literals bound with their own values,
+        Python-side column defaults and ``onupdate`` values (ids, ``created_at``,
+        ``updated_at``) filled in, every value through its type's bind processing."""
+        keys = tuple(sorted(values[0]))
+        cached = self._bound.get((dialect, keys))
+        if cached is None:
+            many = len(values) > 1
+            statement = self.statement
+            compiled = cast(
+                SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
+            )
+            defaults: list[tuple[str, Any]] = [(c.key, c.default) for c in compiled.insert_prefetch]
+            defaults += [(c.key, c.onupdate) for c in compiled.update_prefetch]
+            processors: Mapping[str, Any] = compiled._bind_processors
+            order = [(name, processors.get(name)) for name in compiled.positiontup or []]
+            cached = (compiled, defaults, order)
+            self._bound[(dialect, keys)] = cached
+        compiled, defaults, order = cached
+        out = []
+        for row in values:
+            params = compiled.construct_params(row, _check=False)
+            for key, default in defaults:
+                if key not in row:
+                    params[key] = default.arg(None) if default.is_callable else default.arg
+            out.append([process(params[name]) if process else params[name] for name, process in order])
+        return compiled.string, out
+
     def compiled_for(self, dialect: Dialect, values: Mapping[str, Any]) -> list[Any]:
         if self._compiled is None or self._compiled[0] is not dialect:
             compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
@@ -137,6 +174,71 @@ class DriverStatement:
             value = values.get(name, own)
             params.append(process(value) if process else value)
         return [sql, *params]
+
+
+class DriverResult:
+    """What ``execute`` returns on SQLite: the rows (named tuples) and the row count, read the
+    way the call sites read SQLAlchemy's ``Result``."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def first(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self.rows) > 1:
+            raise MultipleResultsFound("more than one row")
+        return self.first()
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self.rows) != 1:
+            raise (NoResultFound if not self.rows else MultipleResultsFound)("expected one row")
+        return self.rows[0][0]
+
+
+async def execute(
+    session: AsyncSession, statement: DriverStatement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> Any:
+    """Run a hot-path Core statement in ``session``'s transaction. On SQLite it goes straight to
+    the transaction's driver connection (``DriverStatement.bound``; the result is a
+    ``DriverResult``): SQLAlchemy's execution of a statement cost several times SQLite's own
+    work on the task pipeline's ~18 statements per task (bench figure 3). On PostgreSQL
+    SQLAlchemy runs it (asyncpg's transaction is begun by SQLAlchemy's first statement)."""
+    db: Database | None = session.info.get(_DB_KEY)
+    if db is None or not db.is_sqlite:
+        return await session.execute(cast(Executable, statement.statement), params)
+    sync = session.sync_session
+    if sync.autoflush and (sync.new or sync.dirty or sync.deleted):  # as session.execute would
+        await session.flush()
+    transaction = sync.get_transaction()
+    held: tuple[Any, Any] | None = session.info.get(_DRIVER_KEY)
+    if held is None or held[0] is not transaction:
+        conn = await session.connection()  # begins the transaction (BEGIN IMMEDIATE on writes)
+        driver = (await conn.get_raw_connection()).driver_connection
+        held = session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), driver)
+    inline: sqlite_inline.InlineConnection = held[1]
+    rows = [params] if isinstance(params, Mapping) else list(params)
+    sql, bound = statement.bound(db.engine.dialect, rows)
+    try:
+        found, count = await inline.run(inline.run_now, sql, bound)
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, OperationalError, …)
+        raise DBAPIError.instance(sql, bound, exc, sqlite3.Error) from exc
+    return DriverResult(statement.rows(db.engine.dialect, found) if found else [], count)
+
+
+_DB_KEY = "darkroom_db"
+_DRIVER_KEY = "darkroom_driver_connection"
 
 
 class Database:
@@ -189,7 +291,7 @@ class Database:
         self.autocommit_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         write_engine = self.write_engine.execution_options(**{WRITE_OPTION: True})
         # Copied into every session's ``info`` (e.g. the event hub that after-commit hooks wake).
-        self.session_info: dict[str, Any] = {}
+        self.session_info: dict[str, Any] = {_DB_KEY: self}
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.session_info)
         self.write_sessions = async_sessionmaker(write_engine, expire_on_commit=False, info=self.session_info)
 

@@ -82,6 +82,18 @@ class InlineConnection:
         """One statement without a cursor object of ours (BEGIN; see ``db._configure_sqlite``)."""
         self._conn.execute(sql).close()
 
+    def run_now(self, sql: str, parameters: Sequence[Sequence[Any]]) -> tuple[list[Any], int]:
+        """One statement (executemany for more than one parameter list): its rows, if it returns
+        any, and its row count (``db.execute``)."""
+        if len(parameters) == 1:
+            cursor = self._conn.execute(sql, parameters[0])
+        else:
+            cursor = self._conn.executemany(sql, parameters)
+        try:
+            return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+        finally:
+            cursor.close()
+
     def fetch_now(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
         """One statement and all its rows, without leaving the caller (``Database.fetch_single``)."""
         return self._conn.execute(sql, parameters).fetchall()

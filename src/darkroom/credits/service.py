@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, Update, bindparam, func, insert, select, update
+from sqlalchemy import Integer, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from darkroom.db import DriverStatement, execute
 from darkroom.errors import NotFound, PaymentRequired
 from darkroom.models import CreditTransaction, UserCredits
 from darkroom.models.tables import credit_transactions
@@ -43,11 +44,11 @@ async def balance_of(session: AsyncSession, user_id: str) -> int:
     return value
 
 
-_INSERT_ENTRY = insert(credit_transactions)
+_INSERT_ENTRY = DriverStatement(insert(credit_transactions))
 
 
 @functools.cache
-def _balance_update(earned: bool, spent: bool) -> Update:
+def _balance_update(earned: bool, spent: bool) -> DriverStatement:
     """The conditional balance UPDATE … RETURNING, built once per shape (reused statements keep
     their memoized cache key)."""
     amount = bindparam("b_amount", type_=Integer())
@@ -56,7 +57,7 @@ def _balance_update(earned: bool, spent: bool) -> Update:
         values["total_earned"] = balances.c.total_earned + amount
     if spent:
         values["total_spent"] = balances.c.total_spent + bindparam("b_spent", type_=Integer())
-    return (
+    return DriverStatement(
         update(balances)
         .where(balances.c.user_id == bindparam("b_user_id"), balances.c.credits + amount >= 0)
         .values(**values)
@@ -80,11 +81,12 @@ async def _apply(
     params: dict[str, object] = {"b_user_id": user_id, "b_amount": amount}
     if spent:
         params["b_spent"] = spent
-    after = (await session.execute(stmt, params)).scalar()
+    after = (await execute(session, stmt, params)).scalar()
     if after is None:
         balance = await balance_of(session, user_id)
         raise InsufficientCredits(-amount, balance)
-    await session.execute(
+    await execute(
+        session,
         _INSERT_ENTRY,
         {
             "user_id": user_id,

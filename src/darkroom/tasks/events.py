@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from darkroom.db import DriverStatement, execute
 from darkroom.models import Task, TaskEvent
 from darkroom.models.tables import task_attempts, task_events, tasks
 from darkroom.uow import after_commit, on_rollback
@@ -28,9 +29,11 @@ async def touch(session: AsyncSession, task: Task, kind: str = "status") -> None
 
 # Built once: a statement object reused keeps its compiled form's cache key (SQLAlchemy memoizes
 # it on the object), so the hot paths neither rebuild nor re-traverse it on every execution.
-_INSERT_EVENT = insert(task_events).returning(task_events.c.id)
-_SET_SEQ = update(tasks).where(tasks.c.id == bindparam("b_task_id")).values(seq=bindparam("b_seq"))
-_END_ATTEMPT = (
+_INSERT_EVENT = DriverStatement(insert(task_events).returning(task_events.c.id))
+_SET_SEQ = DriverStatement(
+    update(tasks).where(tasks.c.id == bindparam("b_task_id")).values(seq=bindparam("b_seq"))
+)
+_END_ATTEMPT = DriverStatement(
     update(task_attempts)
     .where(
         task_attempts.c.task_id == bindparam("b_task_id"), task_attempts.c.attempt == bindparam("b_attempt")
@@ -49,7 +52,8 @@ async def insert_event(
 ) -> int:
     """Core: append the event and return its id (the task's new ``seq``); the caller writes the
     task's ``seq`` in its own UPDATE of the task (see ``record``) and calls ``changed``."""
-    result = await session.execute(
+    result = await execute(
+        session,
         _INSERT_EVENT,
         {"task_id": task_id, "user_id": user_id, "kind": kind, "status": status, "progress": progress},
     )
@@ -62,7 +66,7 @@ async def record(
     """``touch`` for a task written with Core statements (no ORM instance): the event, the task's
     ``seq``, the listeners' wake-up after commit. Returns the new ``seq``."""
     seq = await insert_event(session, task_id, user_id, status, progress, kind)
-    await session.execute(_SET_SEQ, {"b_task_id": task_id, "b_seq": seq})
+    await execute(session, _SET_SEQ, {"b_task_id": task_id, "b_seq": seq})
     changed(session, task_id, user_id)
     return seq
 
@@ -114,7 +118,8 @@ async def end_attempt(
     error_message: str | None = None,
 ) -> None:
     """``close_attempt`` by ids (Core)."""
-    await session.execute(
+    await execute(
+        session,
         _END_ATTEMPT,
         {
             "b_task_id": task_id,

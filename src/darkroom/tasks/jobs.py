@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from darkroom import imaging, metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
-from darkroom.db import DriverStatement
+from darkroom.db import DriverStatement, execute
 from darkroom.models import Task, TaskAttempt, TaskStatus, tables
 from darkroom.models.base import new_id
 from darkroom.providers.base import (
@@ -133,7 +133,7 @@ _CLAIMED = (
     _t.c.cost,
     _t.c.ai_task_id,
 )
-_CLAIM = (
+_CLAIM = DriverStatement(
     update(_t)
     .where(_CLAIMABLE, _t.c.claim_count < bindparam("b_max_claims"))
     .values(
@@ -202,12 +202,12 @@ ORDER BY f.position
         bindparam("b_expires", type_=_t.c.lease_expires_at.type),
     )
 )
-_START_ATTEMPT = (  # one UPDATE, no read of the attempt row first
+_START_ATTEMPT = DriverStatement(  # one UPDATE, no read of the attempt row first
     update(_a)
     .where(_a.c.task_id == bindparam("b_task_id"), _a.c.attempt == bindparam("b_attempt"))
     .values(status="processing", started_at=func.coalesce(_a.c.started_at, _NOW))
 )
-_INPUTS = (
+_INPUTS = DriverStatement(
     select(_f.c.storage_key, _f.c.content_type, _f.c.original_name)
     .where(_f.c.task_id == bindparam("b_task_id"), _f.c.role == "input")
     .order_by(_f.c.position)
@@ -218,7 +218,7 @@ _HELD = (
     & (_t.c.lease_owner == bindparam("b_owner"))
     & (_t.c.attempt == bindparam("b_attempt"))
 )
-_COMPLETE = (
+_COMPLETE = DriverStatement(
     update(_t)
     .where(_HELD)
     .values(
@@ -237,7 +237,7 @@ _COMPLETE = (
     )
     .returning(_t.c.id)
 )
-_FAIL = (
+_FAIL = DriverStatement(
     update(_t)
     .where(_HELD)
     .values(
@@ -251,7 +251,7 @@ _FAIL = (
     )
     .returning(_t.c.progress)
 )
-_INSERT_OUTPUTS = insert(_f)
+_INSERT_OUTPUTS = DriverStatement(insert(_f))
 
 
 class LeaseLost(Exception):
@@ -353,19 +353,21 @@ class TaskRunner:
         return _claim_of(task_id, first, inputs)
 
     async def _take_sqlite(self, session: AsyncSession, params: dict[str, Any]) -> Claim | None:
-        claimed = (await session.execute(_CLAIM, params)).one_or_none()
+        claimed = (await execute(session, _CLAIM, params)).one_or_none()
         if claimed is None:
             return None
         task_id = str(params["b_task_id"])
-        await session.execute(
-            _START_ATTEMPT, {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": params["b_now"]}
+        await execute(
+            session,
+            _START_ATTEMPT,
+            {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": params["b_now"]},
         )
         await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
         inputs = [
             InputFile(key, content_type, name)
-            for key, content_type, name in await session.execute(_INPUTS, {"b_task_id": task_id})
+            for key, content_type, name in await execute(session, _INPUTS, {"b_task_id": task_id})
         ]
-        return _claim_of(task_id, claimed._mapping, inputs)
+        return _claim_of(task_id, claimed._asdict(), inputs)
 
     async def _give_up_if_claimed_too_often(self, session: AsyncSession, task_id: str, now: datetime) -> None:
         task = await session.scalar(
@@ -623,10 +625,10 @@ class TaskRunner:
                 params["b_seq"] = await insert_event(
                     session, claim.task_id, claim.user_id, TaskStatus.COMPLETED, 100
                 )
-                if (await session.execute(_COMPLETE, params)).first() is None:
+                if (await execute(session, _COMPLETE, params)).first() is None:
                     raise _NotHeld
                 if stored:
-                    await session.execute(_INSERT_OUTPUTS, stored)
+                    await execute(session, _INSERT_OUTPUTS, stored)
                 await end_attempt(session, claim.task_id, claim.attempt, "completed", now)
                 await credits.capture(
                     session, claim.user_id, claim.task_id, claim.attempt, claim.cost, claim.task_no
@@ -651,7 +653,7 @@ class TaskRunner:
             "b_error_message": failure.message,
         }
         async with self.ctx.db.transaction() as session:
-            row = (await session.execute(_FAIL, params)).first()
+            row = (await execute(session, _FAIL, params)).first()
             if row is None:  # canceled meanwhile, or the lease was lost: a no-op
                 return
             await end_attempt(

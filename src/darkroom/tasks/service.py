@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from darkroom import imaging
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
+from darkroom.db import DriverStatement, execute
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User, tables
 from darkroom.models.base import new_id
@@ -110,6 +111,11 @@ def check_inputs_for(
         first = infos[0]
         if (infos[-1].width, infos[-1].height) != (first.width, first.height):
             raise Unprocessable("The mask must have the same size as the first image.", code="invalid_mask")
+
+
+_INSERT_TASK = DriverStatement(insert(tables.tasks))
+_INSERT_ATTEMPT = DriverStatement(insert(tables.task_attempts))
+_INSERT_FILES = DriverStatement(insert(tables.task_files))
 
 
 async def create_task(
@@ -222,9 +228,10 @@ async def create_task(
         }
         for position, (upload, info) in enumerate(zip(uploads, infos, strict=True))
     ]
-    await session.execute(insert(tables.tasks), row)
-    await session.execute(
-        insert(tables.task_attempts),
+    await execute(session, _INSERT_TASK, row)
+    await execute(
+        session,
+        _INSERT_ATTEMPT,
         {
             "id": new_id(),
             "task_id": task_id,
@@ -236,7 +243,7 @@ async def create_task(
         },
     )
     if file_rows:
-        await session.execute(insert(tables.task_files), file_rows)
+        await execute(session, _INSERT_FILES, file_rows)
     await credits.reserve(session, user.id, task_id, 1, price, task_no)
     row["seq"] = await record(session, task_id, user.id, TaskStatus.PENDING, 0)
     after_commit(session, lambda: ctx.dispatcher.dispatch([task_id]))
