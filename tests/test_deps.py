@@ -3,12 +3,16 @@ the status poll opens none."""
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
+from fastapi.routing import APIRoute
 from sqlalchemy import event
 
+from darkroom.app import create_app
 from darkroom.db import WRITE_OPTION
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, make_settings
 from tests.doubles import ScriptedProvider
 from tests.support import register, submit, wait_for
 
@@ -57,3 +61,35 @@ async def test_a_read_request_is_one_transaction_and_a_write_keeps_its_user_look
         assert r.status_code == 409 and r.json()["code"] == "task_not_cancelable"
         # the user is read by one driver statement of its own before the write transaction begins
         assert begins == ["write"]
+
+
+def _sync_dependencies(dependant: Any, seen: set[int]) -> list[str]:
+    found = []
+    for sub in dependant.dependencies:
+        call = sub.call
+        if call is not None and id(call) not in seen:
+            seen.add(id(call))
+            target = call if inspect.isroutine(call) else type(call).__call__
+            if not (inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)):
+                found.append(getattr(call, "__qualname__", repr(call)))
+        found += _sync_dependencies(sub, seen)
+    return found
+
+
+def test_no_route_has_a_dependency_that_runs_in_the_thread_pool(tmp_path: Path) -> None:
+    """FastAPI calls a plain ``def`` dependency through its thread pool: a thread hop on every
+    request (``get_context`` was one, on every API request)."""
+    app = create_app(make_settings(tmp_path), providers=[])
+    routes = list(_api_routes(app.routes))
+    assert len(routes) > 20  # every included router was walked
+    seen: set[int] = set()
+    sync = [f"{route.path}: {name}" for route in routes for name in _sync_dependencies(route.dependant, seen)]
+    assert sync == []
+
+
+def _api_routes(routes: Any) -> Any:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (router := getattr(route, "original_router", None)) is not None:  # include_router
+            yield from _api_routes(router.routes)
