@@ -76,10 +76,17 @@ async def get_current_user(
     (on SQLite, the database's write lock) starts only when the endpoint writes; a read request
     reads it in the request's one read transaction.
     Browsers send the token in the session cookie instead; then writes need the CSRF header."""
+    if shared is None:
+        return await write_user(request, ctx, credentials.credentials if credentials else None)
     token = web_session.request_token(request, credentials.credentials if credentials else None)
     claims = decode_token_cached(token, ctx.settings.secret_key)  # the user is still read below
-    if shared is not None:
-        return await auth_service.get_active_user(shared, claims)
+    return await auth_service.get_active_user(shared, claims)
+
+
+async def write_user(request: Request, ctx: AppContext, bearer: str | None) -> User:
+    """The token's user for a write request: one driver statement, outside any transaction."""
+    token = web_session.request_token(request, bearer)
+    claims = decode_token_cached(token, ctx.settings.secret_key)
     rows = await ctx.db.fetch_single(_USER, {"user_id": claims.user_id})
     user = auth_service.check_token_user(User(**rows[0]._asdict()) if rows else None, claims)
     make_transient_to_detached(user)  # as if loaded by a session that has closed since

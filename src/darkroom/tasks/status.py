@@ -61,7 +61,7 @@ _STATUS = DriverStatement(
 _ENVELOPE = Envelope[TaskStatusRead]
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     """As FastAPI's HTTPBearer(auto_error=False) reads it."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     return credentials if credentials and scheme.lower() == "bearer" else None
@@ -69,7 +69,7 @@ def _bearer(request: Request) -> str | None:
 
 async def task_status(request: Request, task_id: str) -> Response:
     ctx: AppContext = request.app.state.ctx
-    token = web_session.request_token(request, _bearer(request))
+    token = web_session.request_token(request, bearer_token(request))
     claims = decode_token_cached(token, ctx.settings.secret_key)
     rows = await ctx.db.fetch_single(_STATUS, {"task_id": task_id, "user_id": claims.user_id})
     first = check_token_user(rows[0] if rows else None, claims)  # no row: no such user
