@@ -123,3 +123,36 @@ async def test_discard_during_a_flush_removes_the_file_and_closes_it_after_the_f
             break
         await asyncio.sleep(0.01)
     assert len(seen) == 1 and isinstance(seen[0], int), seen
+
+
+async def test_the_file_is_created_in_a_worker_thread_and_not_kept_after_a_discard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a file waits for the file system's journal (other uploads' fsyncs hold it), so
+    the constructor, on the event loop, creates nothing: the first write's thread does. A discard
+    that lands while that creation is under way leaves nothing behind, and does not wait for it."""
+    folder = tmp_path / "staging"
+    empty = StagingFile(folder, None)
+    assert not folder.exists()  # no mkdir, no open on the event loop
+    staged = await empty.finish()  # an empty upload's file exists once complete
+    assert staged.path.read_bytes() == b""
+
+    creating = threading.Event()
+    release = threading.Event()
+    real_create = staging._create
+
+    def slow_create(path: Path) -> int:
+        creating.set()
+        release.wait(10)
+        return real_create(path)
+
+    monkeypatch.setattr(staging, "_create", slow_create)
+    file = StagingFile(folder, None)
+    await file.write(secrets.token_bytes(staging.WRITE_BATCH))  # the first batch goes to a thread
+    assert await asyncio.to_thread(creating.wait, 10)
+    writing = file._writing
+    assert writing is not None
+    file.discard()  # returns at once, while the thread is still creating the file
+    release.set()
+    await asyncio.gather(writing, return_exceptions=True)  # the write is over: created, then removed
+    assert [p.name for p in folder.iterdir()] == [staged.path.name]
