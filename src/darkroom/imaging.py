@@ -373,14 +373,16 @@ def encode_png(
     return buf.getvalue()
 
 
-def encode_png_pixels(pixels: npt.NDArray[np.uint8], *, icc_profile: bytes | None = None) -> bytes:
+def encode_png_pixels(
+    pixels: npt.NDArray[np.uint8], *, icc_profile: bytes | None = None, prepare: png.Prepare | None = None
+) -> bytes:
     """:func:`encode_png` of an ``H×W`` / ``H×W×C`` ``uint8`` array (C = 1 L, 2 LA, 3 RGB, 4 RGBA),
-    straight from the array (no Pillow image)."""
+    straight from the array (no Pillow image). ``prepare``: see :func:`darkroom.png.encode`."""
     bands = 1 if pixels.ndim == 2 else int(pixels.shape[2])
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or not 1 <= bands <= 4:
         raise ValueError(f"expected an H×W or H×W×C (C ≤ 4) uint8 array, got {pixels.dtype} {pixels.shape}")
     mode = ("L", "LA", "RGB", "RGBA")[bands - 1]
-    return png.encode(pixels, icc_profile=_matching_icc(icc_profile, mode))
+    return png.encode(pixels, icc_profile=_matching_icc(icc_profile, mode), prepare=prepare)
 
 
 def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | None = None) -> bytes:
