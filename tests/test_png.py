@@ -93,12 +93,19 @@ def test_icc_profile_is_written_as_iccp() -> None:
     assert pyvips.Image.new_from_buffer(data, "").get("icc-profile-data") == srgb
 
 
-def test_image_data_split_over_many_idat_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(png, "IDAT_SIZE", 1000)
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("idat_size", [1000, 4096, 1 << 22])
+def test_image_data_split_over_many_idat_chunks(
+    monkeypatch: pytest.MonkeyPatch, threads: int, idat_size: int
+) -> None:
+    """IDAT chunks are cut from the strips' pieces wherever the size limit falls."""
+    monkeypatch.setattr(png, "IDAT_SIZE", idat_size)
     pixels = noise(90, 70, 4)
-    data = png.encode(pixels)
+    data = png.encode(pixels, threads=threads)
     idats = [payload for kind, payload in chunks(data) if kind == b"IDAT"]
-    assert len(idats) > 10 and all(len(p) <= 1000 for p in idats)
+    assert all(len(p) <= idat_size for p in idats)
+    assert all(len(p) == idat_size for p in idats[:-1]) and idats[-1]
+    assert len(idats) == -(-sum(map(len, idats)) // idat_size)
     with Image.open(io.BytesIO(data)) as img:
         assert np.array_equal(np.asarray(img), pixels)
     assert np.array_equal(by_hand(data), pixels)
