@@ -265,7 +265,7 @@ class RGBAPixels(NamedTuple):
     """False: the source had no transparency and every alpha is 255."""
 
 
-def open_rgba(data: bytes, max_pixels: int) -> RGBAPixels:
+def open_rgba(data: bytes, max_pixels: int, *, buffer: npt.NDArray[np.uint8] | None = None) -> RGBAPixels:
     """Decode an image into an 8-bit RGBA array, EXIF orientation applied, no metadata kept but the
     ICC profile (not checked against RGB: pass it through :func:`encode_png_pixels`, which drops a
     profile of another colour space).
@@ -279,11 +279,16 @@ def open_rgba(data: bytes, max_pixels: int) -> RGBAPixels:
     finds damaged (it stops at warnings such as "premature end of data") is handed to Pillow, which
     decodes it or rejects it as :func:`open_image` does. Other images (PNG, WebP, CMYK JPEG) are
     decoded by Pillow. Raises :class:`ImageRejected`.
+
+    ``buffer``: a writable C-contiguous array the JPEG path decodes into when it holds at least
+    ``width × height × 4`` bytes (the pixels are then a view of it); otherwise it is not used.
     """
     img, content_type = _open_header(data, max_pixels)
     if content_type == JPEG and img.mode in ("RGB", "L"):
+        width, height = img.size
+        fits = buffer is not None and buffer.flags.c_contiguous and buffer.nbytes >= width * height * 4
         try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA")
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA", buffer=buffer if fits else None)
         except ValueError:
             pass  # Pillow decides below: a valid file TurboJPEG does not take, or a corrupt one
         else:
