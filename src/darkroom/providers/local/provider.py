@@ -91,7 +91,8 @@ class LocalProvider:
     """Background removal, style transfer and colour enhancement, all offline on the CPU.
 
     ``max_workers`` worker processes, each with its own copy of the models (peak RSS ~1 GB for a
-    12 MP style transfer, ~0.5 GB for background removal), each onnxruntime session using
+    12 MP style transfer, ~0.5 GB for background removal, which also keeps its last decode buffer,
+    up to 64 MiB, between tasks), each onnxruntime session using
     ``onnx_threads`` intra-op threads (None: all cores). ``max_pixels`` caps decoded inputs (the
     upload path normally enforces it first).
 
