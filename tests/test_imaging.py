@@ -453,6 +453,20 @@ def test_open_rgba_other_jpeg_encodings_and_gray(save: dict[str, Any]) -> None:
         assert np.array_equal(open_rgba(data, MAX).pixels, _pillow_rgba(data))
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_open_rgba_decodes_into_a_given_buffer_that_fits(orientation: int) -> None:
+    data = jpeg_with_exif(301, 203, orientation=orientation)
+    expected = _pillow_rgba(data)
+    big = np.full(301 * 203 * 4 + 100, 7, dtype=np.uint8)  # bigger than needed: its start is used
+    rgba = open_rgba(data, MAX, buffer=big)
+    assert np.array_equal(rgba.pixels, expected)
+    assert np.shares_memory(rgba.pixels, big) == (orientation == 1)  # a turned image is a new array
+    small = np.full(301 * 203 * 4 - 1, 7, dtype=np.uint8)
+    rgba = open_rgba(data, MAX, buffer=small)
+    assert np.array_equal(rgba.pixels, expected) and not np.shares_memory(rgba.pixels, small)
+    assert (small == 7).all()
+
+
 def test_open_rgba_keeps_the_icc_profile_and_nothing_else() -> None:
     from PIL import ImageCms
 

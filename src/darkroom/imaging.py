@@ -265,7 +265,7 @@ class RGBAPixels(NamedTuple):
     """False: the source had no transparency and every alpha is 255."""
 
 
-def open_rgba(data: bytes, max_pixels: int) -> RGBAPixels:
+def open_rgba(data: bytes, max_pixels: int, *, buffer: npt.NDArray[np.uint8] | None = None) -> RGBAPixels:
     """Decode an image into an 8-bit RGBA array, EXIF orientation applied, no metadata kept but the
     ICC profile (not checked against RGB: pass it through :func:`encode_png_pixels`, which drops a
     profile of another colour space).
@@ -279,11 +279,16 @@ def open_rgba(data: bytes, max_pixels: int) -> RGBAPixels:
     finds damaged (it stops at warnings such as "premature end of data") is handed to Pillow, which
     decodes it or rejects it as :func:`open_image` does. Other images (PNG, WebP, CMYK JPEG) are
     decoded by Pillow. Raises :class:`ImageRejected`.
+
+    ``buffer``: a writable C-contiguous array the JPEG path decodes into when it holds at least
+    ``width × height × 4`` bytes (the pixels are then a view of it); otherwise it is not used.
     """
     img, content_type = _open_header(data, max_pixels)
     if content_type == JPEG and img.mode in ("RGB", "L"):
+        width, height = img.size
+        fits = buffer is not None and buffer.flags.c_contiguous and buffer.nbytes >= width * height * 4
         try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA")
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA", buffer=buffer if fits else None)
         except ValueError:
             pass  # Pillow decides below: a valid file TurboJPEG does not take, or a corrupt one
         else:
@@ -373,14 +378,16 @@ def encode_png(
     return buf.getvalue()
 
 
-def encode_png_pixels(pixels: npt.NDArray[np.uint8], *, icc_profile: bytes | None = None) -> bytes:
+def encode_png_pixels(
+    pixels: npt.NDArray[np.uint8], *, icc_profile: bytes | None = None, prepare: png.Prepare | None = None
+) -> bytes:
     """:func:`encode_png` of an ``H×W`` / ``H×W×C`` ``uint8`` array (C = 1 L, 2 LA, 3 RGB, 4 RGBA),
-    straight from the array (no Pillow image)."""
+    straight from the array (no Pillow image). ``prepare``: see :func:`darkroom.png.encode`."""
     bands = 1 if pixels.ndim == 2 else int(pixels.shape[2])
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or not 1 <= bands <= 4:
         raise ValueError(f"expected an H×W or H×W×C (C ≤ 4) uint8 array, got {pixels.dtype} {pixels.shape}")
     mode = ("L", "LA", "RGB", "RGBA")[bands - 1]
-    return png.encode(pixels, icc_profile=_matching_icc(icc_profile, mode))
+    return png.encode(pixels, icc_profile=_matching_icc(icc_profile, mode), prepare=prepare)
 
 
 def encode_jpeg(img: Image.Image, quality: int = 92, *, icc_profile: bytes | None = None) -> bytes:

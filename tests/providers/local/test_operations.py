@@ -266,3 +266,31 @@ def test_corrupt_style_image_is_named() -> None:
         operations.stylize(
             photo_bytes(64, 64), max_pixels=MAX, style="rust_oil", style_image=b"\x89PNG\r\n\x1a\n!"
         )
+
+
+def test_background_removal_reuses_its_decode_buffer_without_leaking_pixels() -> None:
+    """The decode buffer kept between calls gives the same output as a fresh one, whatever the
+    previous image was (bigger, smaller, rotated)."""
+    inputs = [
+        photo_bytes(640, 480, seed=1),
+        photo_bytes(320, 200, seed=2),
+        jpeg_with_exif(300, 400, orientation=6),
+    ]
+    fresh = []
+    for data in inputs:
+        operations._spare.clear()
+        fresh.append(operations.remove_background(data, max_pixels=MAX).data)
+    operations._spare.clear()
+    for data, expected in zip(inputs, fresh, strict=True):
+        assert operations.remove_background(data, max_pixels=MAX).data == expected
+        assert len(operations._spare) == 1
+    assert operations._spare[0].nbytes >= 640 * 480 * 4  # the biggest buffer so far is kept
+
+
+def test_background_removal_keeps_no_buffer_over_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(operations, "SPARE_MAX_BYTES", 100 * 100 * 4)
+    operations._spare.clear()
+    operations.remove_background(photo_bytes(320, 240), max_pixels=MAX)
+    assert not operations._spare
+    operations.remove_background(photo_bytes(100, 80), max_pixels=MAX)
+    assert len(operations._spare) == 1 and operations._spare[0].nbytes == 100 * 80 * 4

@@ -58,6 +58,11 @@ def _session_options(*, arena: bool) -> Any:
     # With the arena on, a worker keeps ~1.6 GB reserved after one 1600 px style transfer;
     # with it off, it drops back to ~0.3 GB between jobs, at ~0.3 s more per image.
     opts.enable_cpu_mem_arena = arena
+    # onnxruntime's intra-op threads spin waiting for work between a run's operators (kept: that
+    # is its latency), and by default also for ~30-40 ms after the run returns, which took one of
+    # the two cores from the work that follows it (figure 7: the cut-out and the PNG encode, in two
+    # threads). This stops the spinning when the run ends (bench/FINDINGS.md, seventh pass).
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 

@@ -9,7 +9,10 @@ or resource problem.
 
 from __future__ import annotations
 
+import io
+import threading
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Final
 
 import cv2
@@ -140,22 +143,38 @@ def _flatten_pixels_on_white(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint
     return (flat // np.uint16(255)).astype(np.uint8)
 
 
-_CUTOUT_ROWS: Final = 64  # rows per band in _cut_out: a 12 MP band (1 MB) stays in the cache
-
-
-def _cut_out(rgba: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]) -> None:
-    """In place: alpha = ``mask``, and every pixel whose alpha is 0 becomes (0, 0, 0, 0).
+def _cut_out(rgba: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8], top: int, bottom: int) -> None:
+    """In place, on rows ``top`` to ``bottom`` (exclusive): alpha = ``mask``, and every pixel whose
+    alpha is 0 becomes (0, 0, 0, 0).
 
     An invisible pixel keeps none of the photo's colour: the removed background is not in the file
     (anyone could get it back by dropping the alpha channel; rembg's cut-out has no colour there
     either), and runs of zeros cost the PNG encoder almost nothing (the 12 MP cut-out of figure 7:
     17.2 → 3.8 MB, ~0.2 → 0.05 s to encode). Pixels that show at all keep the photo's colour exactly.
+    The PNG writer calls this band by band (``prepare``), in its threads, just before it filters
+    and compresses the band, so the band is still in the cache.
     """
-    packed = rgba.view(np.uint32)[:, :, 0]  # one RGBA pixel per element
-    for top in range(0, rgba.shape[0], _CUTOUT_ROWS):
-        band = mask[top : top + _CUTOUT_ROWS]
-        rgba[top : top + _CUTOUT_ROWS, :, 3] = band
-        np.copyto(packed[top : top + _CUTOUT_ROWS], np.uint32(0), where=band == 0)
+    band = mask[top:bottom]
+    rgba[top:bottom, :, 3] = band
+    packed = rgba[top:bottom].view(np.uint32)[:, :, 0]  # one RGBA pixel per element
+    np.copyto(packed, np.uint32(0), where=band == 0)
+
+
+SPARE_MAX_BYTES: Final = 64 << 20
+"""The largest decode buffer a process keeps between background removals (a 16 MP RGBA image)."""
+_spare: list[npt.NDArray[np.uint8]] = []  # at most one buffer, lent to one call at a time
+_spare_lock = threading.Lock()
+
+
+def _lend_spare() -> npt.NDArray[np.uint8] | None:
+    with _spare_lock:
+        return _spare.pop() if _spare else None
+
+
+def _keep_spare(buffer: npt.NDArray[np.uint8]) -> None:
+    with _spare_lock:
+        if buffer.nbytes <= SPARE_MAX_BYTES and not _spare:
+            _spare.append(buffer)
 
 
 def remove_background(
@@ -167,10 +186,41 @@ def remove_background(
     fully transparent pixels are (0, 0, 0, 0) (:func:`_cut_out`), the others keep the photo's
     colour exactly.
     ``background="white"``: the cut-out composited on white, RGB.
+
+    A JPEG is decoded into a buffer this process keeps from the previous call (up to
+    :data:`SPARE_MAX_BYTES`): memory the process already holds. A fresh 48 MB array for the 12 MP
+    photo of figure 7 cost 7-12 ms of system time on its first touch, and at times 127-132 ms in the
+    pool's worker on the bench VM (bench/FINDINGS.md, seventh pass).
     """
+    spare = _lend_spare()
+    needed = _jpeg_rgba_bytes(data, max_pixels)
+    if needed is not None and needed <= SPARE_MAX_BYTES and (spare is None or spare.nbytes < needed):
+        spare = np.empty(needed, dtype=np.uint8)
+    try:
+        return _remove_background(data, spare, max_pixels, post_process, background)
+    finally:
+        if spare is not None:
+            _keep_spare(spare)
+
+
+def _jpeg_rgba_bytes(data: bytes, max_pixels: int) -> int | None:
+    """Bytes of ``data``'s RGBA decode if it is a JPEG within the pixel cap, else None."""
+    if not _source_is_jpeg(data):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # open_rgba reports it properly
+        return None
+    return width * height * 4 if width * height <= max_pixels else None
+
+
+def _remove_background(
+    data: bytes, spare: npt.NDArray[np.uint8] | None, max_pixels: int, post_process: bool, background: str
+) -> OutputImage:
     if background not in ("transparent", "white"):
         raise ValueError(f"unknown background {background!r}")
-    decoded = open_rgba(data, max_pixels)
+    decoded = open_rgba(data, max_pixels, buffer=spare)
     rgba = decoded.pixels
     height, width = rgba.shape[:2]
     photo = _flatten_pixels_on_white(rgba) if decoded.has_alpha else rgba
@@ -184,8 +234,8 @@ def remove_background(
         out = Image.new("RGB", (width, height), (255, 255, 255))
         out.paste(Image.fromarray(rgba[:, :, :3]), mask=Image.fromarray(mask))
         return OutputImage(encode_png(out, icc_profile=decoded.icc_profile), PNG, width, height)
-    _cut_out(rgba, mask)
-    return OutputImage(encode_png_pixels(rgba, icc_profile=decoded.icc_profile), PNG, width, height)
+    pixels = encode_png_pixels(rgba, icc_profile=decoded.icc_profile, prepare=partial(_cut_out, rgba, mask))
+    return OutputImage(pixels, PNG, width, height)
 
 
 # --- style transfer --------------------------------------------------------------------------
