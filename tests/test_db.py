@@ -22,7 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from darkroom.db import Database, DriverStatement, execute
 from darkroom.models.base import UTCDateTime
@@ -140,6 +140,16 @@ async def test_fetch_single_reads_typed_named_rows_outside_any_transaction(
     assert [(r.id, r.active, r.at) for r in during] == [("a", True, when), ("c", False, when)]
     assert type(during[0].active) is bool and during[0].at.tzinfo is not None
     assert [[r.id for r in rows] for rows in after] == [["c", "d"]] * 3
+
+
+async def test_fetch_single_raises_sqlite_errors_as_sqlalchemys(tmp_path: Path) -> None:
+    """The app answers SQLAlchemy's database errors with a 503; a raw sqlite3 error would be a 500."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    try:
+        with pytest.raises(OperationalError):
+            await db.fetch_single(DriverStatement(select(text("n")).select_from(text("missing"))), {})
+    finally:
+        await db.dispose()
 
 
 async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_returning(

@@ -145,6 +145,9 @@ class DriverStatement:
             )
             defaults: list[tuple[str, Any]] = [(c.key, c.default) for c in compiled.insert_prefetch]
             defaults += [(c.key, c.onupdate) for c in compiled.update_prefetch]
+            for key, default in defaults:  # a SQL-expression default is SQLAlchemy's to render
+                if not (default.is_scalar or default.is_callable):
+                    raise TypeError(f"{key}: only Python-side defaults can be sent to the driver")
             processors: Mapping[str, Any] = compiled._bind_processors
             order = [(name, processors.get(name)) for name in compiled.positiontup or []]
             cached = (compiled, defaults, order)
@@ -325,7 +328,11 @@ class Database:
                 reader.stop()
                 reader = self._reader
         sql, *params = statement.compiled_for(self.engine.dialect, values)
-        return statement.rows(self.engine.dialect, await reader.run(reader.fetch_now, sql, params))
+        try:
+            found = await reader.run(reader.fetch_now, sql, params)
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it (the app answers 503, never 500)
+            raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+        return statement.rows(self.engine.dialect, found)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
