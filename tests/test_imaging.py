@@ -458,11 +458,11 @@ def test_open_rgba_decodes_into_a_given_buffer_that_fits(orientation: int) -> No
     data = jpeg_with_exif(301, 203, orientation=orientation)
     expected = _pillow_rgba(data)
     big = np.full(301 * 203 * 4 + 100, 7, dtype=np.uint8)  # bigger than needed: its start is used
-    rgba = open_rgba(data, MAX, buffer=big)
+    rgba = open_rgba(data, MAX, buffer=lambda nbytes: big)
     assert np.array_equal(rgba.pixels, expected)
     assert np.shares_memory(rgba.pixels, big) == (orientation == 1)  # a turned image is a new array
     small = np.full(301 * 203 * 4 - 1, 7, dtype=np.uint8)
-    rgba = open_rgba(data, MAX, buffer=small)
+    rgba = open_rgba(data, MAX, buffer=lambda nbytes: small)
     assert np.array_equal(rgba.pixels, expected) and not np.shares_memory(rgba.pixels, small)
     assert (small == 7).all()
 

@@ -229,7 +229,7 @@ async def execute(
     if held is None or held[0] is not transaction:
         conn = await session.connection()  # begins the transaction (BEGIN IMMEDIATE on writes)
         driver = (await conn.get_raw_connection()).driver_connection
-        held = session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), driver)
+        held = session.info[_DRIVER_KEY] = (sync.get_transaction(), driver)
     inline: sqlite_inline.InlineConnection = held[1]
     rows = [params] if isinstance(params, Mapping) else list(params)
     sql, bound = statement.bound(db.engine.dialect, rows)

@@ -265,7 +265,9 @@ class RGBAPixels(NamedTuple):
     """False: the source had no transparency and every alpha is 255."""
 
 
-def open_rgba(data: bytes, max_pixels: int, *, buffer: npt.NDArray[np.uint8] | None = None) -> RGBAPixels:
+def open_rgba(
+    data: bytes, max_pixels: int, *, buffer: Callable[[int], npt.NDArray[np.uint8] | None] | None = None
+) -> RGBAPixels:
     """Decode an image into an 8-bit RGBA array, EXIF orientation applied, no metadata kept but the
     ICC profile (not checked against RGB: pass it through :func:`encode_png_pixels`, which drops a
     profile of another colour space).
@@ -280,15 +282,17 @@ def open_rgba(data: bytes, max_pixels: int, *, buffer: npt.NDArray[np.uint8] | N
     decodes it or rejects it as :func:`open_image` does. Other images (PNG, WebP, CMYK JPEG) are
     decoded by Pillow. Raises :class:`ImageRejected`.
 
-    ``buffer``: a writable C-contiguous array the JPEG path decodes into when it holds at least
-    ``width × height × 4`` bytes (the pixels are then a view of it); otherwise it is not used.
+    ``buffer``: called by the JPEG path with the bytes its decode needs (``width × height × 4``,
+    known from the header) for a writable C-contiguous array to decode into; one that is smaller
+    (or None) is not used. The pixels are then a view of it.
     """
     img, content_type = _open_header(data, max_pixels)
     if content_type == JPEG and img.mode in ("RGB", "L"):
         width, height = img.size
-        fits = buffer is not None and buffer.flags.c_contiguous and buffer.nbytes >= width * height * 4
+        into = buffer(width * height * 4) if buffer is not None else None
+        fits = into is not None and into.flags.c_contiguous and into.nbytes >= width * height * 4
         try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA", buffer=buffer if fits else None)
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGBA", buffer=into if fits else None)
         except ValueError:
             pass  # Pillow decides below: a valid file TurboJPEG does not take, or a corrupt one
         else:

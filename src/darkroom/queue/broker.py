@@ -150,12 +150,11 @@ def _redis_broker_class() -> Any:
             bell = self.bell_key(queue_name)
             with self.client.pipeline(transaction=False) as pipe:
                 enqueue(_Piped(self, pipe), "enqueue")(queue_name, *args)
-                pipe.lpush(bell, 1)
-                pipe.ltrim(bell, 0, BELL_TOKENS - 1)
-                sent, *rang = pipe.execute(raise_on_error=False)
+                sent, *rang = self._ring(bell, pipe)
             if isinstance(sent, redis.exceptions.NoScriptError):
                 sent = enqueue(self, "enqueue")(queue_name, *args)
-                rang = self._ring(bell)
+                with self.client.pipeline(transaction=False) as pipe:
+                    rang = self._ring(bell, pipe)
             elif isinstance(sent, Exception):
                 raise sent
             failed = [r for r in rang if isinstance(r, Exception)]
@@ -163,11 +162,13 @@ def _redis_broker_class() -> Any:
                 log.warning("could not ring the Redis doorbell: %s", failed[0])
             return sent
 
-        def _ring(self, bell: str) -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.lpush(bell, 1)
-                pipe.ltrim(bell, 0, BELL_TOKENS - 1)
-                return list(pipe.execute(raise_on_error=False))
+        @staticmethod
+        def _ring(bell: str, pipe: Any) -> list[Any]:
+            """Push a bell token (after whatever ``pipe`` holds) and send the pipeline: each
+            command's reply or error."""
+            pipe.lpush(bell, 1)
+            pipe.ltrim(bell, 0, BELL_TOKENS - 1)
+            return list(pipe.execute(raise_on_error=False))
 
     class _Piped:
         """The broker as Dramatiq's ``_dispatch`` reads it, its dispatch script queued on ``pipe``."""

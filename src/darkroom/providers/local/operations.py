@@ -9,9 +9,8 @@ or resource problem.
 
 from __future__ import annotations
 
-import io
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Final
 
@@ -192,35 +191,32 @@ def remove_background(
     photo of figure 7 cost 7-12 ms of system time on its first touch, and at times 127-132 ms in the
     pool's worker on the bench VM (bench/FINDINGS.md, seventh pass).
     """
-    spare = _lend_spare()
-    needed = _jpeg_rgba_bytes(data, max_pixels)
-    if needed is not None and needed <= SPARE_MAX_BYTES and (spare is None or spare.nbytes < needed):
-        spare = np.empty(needed, dtype=np.uint8)
+    used: list[npt.NDArray[np.uint8]] = []
+
+    def decode_buffer(nbytes: int) -> npt.NDArray[np.uint8] | None:
+        if nbytes > SPARE_MAX_BYTES:
+            return None
+        kept = _lend_spare()
+        used.append(kept if kept is not None and kept.nbytes >= nbytes else np.empty(nbytes, dtype=np.uint8))
+        return used[0]
+
     try:
-        return _remove_background(data, spare, max_pixels, post_process, background)
+        return _remove_background(data, decode_buffer, max_pixels, post_process, background)
     finally:
-        if spare is not None:
-            _keep_spare(spare)
-
-
-def _jpeg_rgba_bytes(data: bytes, max_pixels: int) -> int | None:
-    """Bytes of ``data``'s RGBA decode if it is a JPEG within the pixel cap, else None."""
-    if not _source_is_jpeg(data):
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-    except Exception:  # open_rgba reports it properly
-        return None
-    return width * height * 4 if width * height <= max_pixels else None
+        if used:
+            _keep_spare(used[0])
 
 
 def _remove_background(
-    data: bytes, spare: npt.NDArray[np.uint8] | None, max_pixels: int, post_process: bool, background: str
+    data: bytes,
+    decode_buffer: Callable[[int], npt.NDArray[np.uint8] | None],
+    max_pixels: int,
+    post_process: bool,
+    background: str,
 ) -> OutputImage:
     if background not in ("transparent", "white"):
         raise ValueError(f"unknown background {background!r}")
-    decoded = open_rgba(data, max_pixels, buffer=spare)
+    decoded = open_rgba(data, max_pixels, buffer=decode_buffer)
     rgba = decoded.pixels
     height, width = rgba.shape[:2]
     photo = _flatten_pixels_on_white(rgba) if decoded.has_alpha else rgba
