@@ -155,18 +155,22 @@ async def overhead(server: Server, token: str, sizes: Sizes, report: Report) -> 
 # --- figure 2 -------------------------------------------------------------------------------------
 
 
-def dispatch_row(marks: list[dict[str, float]], label: str, report: Report, notes: str) -> None:
+def dispatch_row(
+    marks: list[dict[str, float]], label: str, report: Report, notes: str, *, judged: bool = True
+) -> None:
+    """``judged=False``: a row shown without the figure's target (its condition is not the target's)."""
     lat = [m["started"] - m["committed"] for m in marks if m["started"] and m["committed"]]
     ok = median(lat) <= 0.005 and pct(lat, 99) <= 0.050
+    what = "dispatch latency" if judged else "queue wait + dispatch"
     report.add(
         Row(
             "2",
-            f"dispatch latency, {label}: commit → provider run() starts",
+            f"{what}, {label}: commit → provider run() starts",
             f"median {_ms(median(lat))}, p99 {_ms(pct(lat, 99))}",
             "—",
             "—",
-            "median ≤ 5 ms, p99 ≤ 50 ms",
-            ok,
+            "median ≤ 5 ms, p99 ≤ 50 ms" if judged else "— (not figure 2's condition)",
+            ok if judged else None,
             f"{len(lat)} tasks; {notes}",
         )
     )
@@ -252,10 +256,12 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
     )
     dispatch_row(
         marks,
-        "embedded, saturated by the figure 3 load",
+        "embedded, overloaded by the figure 3 load",
         report,
-        "not the doorbell's latency: submits outpace the workers here, so this is mostly the time "
-        "a task waits in the in-process queue behind the backlog (shown for completeness)",
+        "not the doorbell's latency (figure 2 is measured one task at a time, above): submits "
+        "outpace the workers here, so this is mostly the time a task waits in the in-process queue "
+        "behind the backlog; shown for completeness, not judged",
+        judged=False,
     )
     return {"peak_rss": rss.peak}
 
