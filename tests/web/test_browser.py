@@ -8,6 +8,7 @@ Screenshots of the main states go to ``test-artifacts/``.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -135,7 +136,7 @@ def test_sign_up_upload_progress_download_fail_retry(
         page.set_input_files("#file-input", str(source))
         expect(page.locator("#file-list li")).to_have_count(1)
         choose_type(page, "color_enhancement")
-        expect(page.locator("#price")).to_contain_text("1")
+        expect(page.locator("#price")).to_have_text("Price: 1 credit")
         page.locator("#submit").click()
         card = newest_card(page)
         expect(card).to_be_visible()
@@ -327,6 +328,64 @@ def test_without_event_streams_the_page_polls(browser: Browser, server: Server, 
         card = newest_card(page)
         expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
         expect(card.locator(".gallery img")).to_have_count(1)
+    finally:
+        context.close()
+
+
+def test_the_compare_slider_shows_a_cut_out_on_the_checkerboard(
+    browser: Browser, server: Server, tmp_path: Path
+) -> None:
+    """Where the result is transparent, the "after" side shows the checkerboard, not the photo
+    beneath it (it once showed the photo: a background removal looked like it had done nothing)."""
+    context = browser.new_context(locale="en-US", viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    try:
+        sign_up(page, server.url)
+        source = tmp_path / "cut.jpg"
+        source.write_bytes(photo(640, 480))
+        page.set_input_files("#file-input", str(source))
+        choose_type(page, "background_removal")
+        page.locator("#submit").click()
+        card = newest_card(page)
+        expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
+        card.locator("a.task-no").click()
+        expect(page.locator("#compare")).to_be_visible()
+        page.wait_for_load_state()
+        page.locator("#compare-range").fill("0")  # the result across the whole width
+        clip = "document.getElementById('after-wrap').style.clipPath"
+        page.wait_for_function(f"{clip} === 'inset(0px 0px 0px 0%)'")
+        after = page.locator("#compare img.after")
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=after.element_handle())
+        shown = page.request.get(after.evaluate("(img) => img.currentSrc"))
+        with Image.open(io.BytesIO(shown.body())) as img:
+            result = img.convert("RGBA")
+        with Image.open(io.BytesIO(page.locator("#compare").screenshot())) as img:
+            screen = img.convert("RGB")
+        scale = screen.width / result.width
+        alpha = result.getchannel("A")
+        frame = page.locator("#compare").bounding_box()
+        tags = [page.locator(sel).bounding_box() for sel in (".tag-before", ".tag-after")]
+        assert frame is not None and all(tags)
+
+        def under_a_tag(px: float, py: float) -> bool:
+            return any(
+                t["x"] - 2 <= frame["x"] + px <= t["x"] + t["width"] + 2
+                and t["y"] - 2 <= frame["y"] + py <= t["y"] + t["height"] + 2
+                for t in tags
+                if t is not None
+            )
+
+        checked = 0
+        for y in range(4, result.height - 4, 8):
+            for x in range(4, result.width - 4, 8):
+                if alpha.crop((x - 4, y - 4, x + 5, y + 5)).getextrema()[1] != 0:
+                    continue  # not well inside a transparent area
+                if under_a_tag(x * scale, y * scale):
+                    continue
+                r, g, b = screen.getpixel((int(x * scale), int(y * scale)))
+                assert min(r, g, b) >= 200 and max(r, g, b) - min(r, g, b) <= 16, (x, y, (r, g, b))
+                checked += 1
+        assert checked >= 20, "the model removed too little of the photo to check"
     finally:
         context.close()
 

@@ -49,7 +49,20 @@ def test_accept_language(header: str, expected: str | None) -> None:
 
 
 def test_every_ui_string_exists_in_both_languages() -> None:
-    assert set(i18n.UI["en"]) == set(i18n.UI["zh-CN"])
+    def base_keys(table: dict[str, str]) -> set[str]:  # ".one" variants: per language (Chinese has none)
+        return {k for k in table if not k.endswith(".one")}
+
+    assert base_keys(i18n.UI["en"]) == base_keys(i18n.UI["zh-CN"])
+    for locale, table in i18n.UI.items():
+        assert all(k.removesuffix(".one") in table for k in table), locale
+
+
+def test_a_count_of_one_takes_the_singular_where_the_language_has_one() -> None:
+    assert i18n.translate("en", "studio.price", price=1, count=1) == "Price: 1 credit"
+    assert i18n.translate("en", "studio.price", price=2, count=2) == "Price: 2 credits"
+    assert i18n.translate("en", "studio.price", price=0, count=0) == "Price: 0 credits"
+    zh = i18n.UI["zh-CN"]["studio.price"].format(price=1)
+    assert i18n.translate("zh-CN", "studio.price", price=1, count=1) == zh
 
 
 async def test_login_needs_the_csrf_token_and_the_cookie_session_works(client: httpx.AsyncClient) -> None:

@@ -34,6 +34,7 @@ UI: dict[str, dict[str, str]] = {
         "auth.login_title": "Log in",
         "auth.signup_title": "Create your account",
         "auth.signup_grant": "New accounts start with {credits} credits.",
+        "auth.signup_grant.one": "New accounts start with {credits} credit.",
         "auth.login_button": "Log in",
         "auth.signup_button": "Sign up",
         "auth.no_account": "No account yet?",
@@ -55,7 +56,9 @@ UI: dict[str, dict[str, str]] = {
         "studio.operation": "Operation",
         "studio.parameters": "Parameters",
         "studio.price": "Price: {price} credits",
+        "studio.price.one": "Price: {price} credit",
         "studio.balance": "Your balance: {balance} credits",
+        "studio.balance.one": "Your balance: {balance} credit",
         "studio.submit": "Start task",
         "studio.submitting": "Uploading…",
         "studio.need_files": "Choose at least one image first.",
@@ -396,7 +399,12 @@ def choose(request: Request, default: str, user_locale: str | None = None) -> st
 
 
 def translate(locale: str, key: str, **values: Any) -> str:
-    text = UI.get(locale, UI["en"]).get(key) or UI["en"].get(key) or key
+    """``key``'s text in ``locale`` (English if it has none), with ``values`` filled in. With
+    ``count=1`` the key's ``.one`` variant is used where the language has one ("1 credit")."""
+    table = UI.get(locale, UI["en"])
+    if key not in table:
+        table = UI["en"]
+    text = (table.get(key + ".one") if values.get("count") == 1 else None) or table.get(key) or key
     return text.format(**values) if values else text
 
 

@@ -5,8 +5,9 @@
   const strings = JSON.parse(body.dataset.strings || "{}");
   const locale = body.dataset.locale || "en";
 
+  /** key's text with values filled in; with values.count === 1 its ".one" variant if it has one. */
   function t(key, values) {
-    let text = strings[key] || key;
+    let text = (values && values.count === 1 && strings[key + ".one"]) || strings[key] || key;
     if (values) {
       for (const [k, v] of Object.entries(values)) text = text.split("{" + k + "}").join(String(v));
     }

@@ -188,8 +188,8 @@
 
   function updatePrice() {
     const price = current ? current.price : 0;
-    document.getElementById("price").textContent = current ? D.t("studio.price", { price }) : "";
-    document.getElementById("balance").textContent = D.t("studio.balance", { balance });
+    document.getElementById("price").textContent = current ? D.t("studio.price", { price, count: price }) : "";
+    document.getElementById("balance").textContent = D.t("studio.balance", { balance, count: balance });
   }
 
   function collectParams() {
@@ -226,7 +226,7 @@
       name.textContent = D.t("type." + type.taskType);
       const meta = document.createElement("span");
       meta.className = "type-meta";
-      meta.textContent = type.available ? D.t("studio.price", { price: type.price }) : D.t("studio.unavailable");
+      meta.textContent = type.available ? D.t("studio.price", { price: type.price, count: type.price }) : D.t("studio.unavailable");
       label.title = type.description || "";
       label.append(radio, name, meta);
       box.append(label);
