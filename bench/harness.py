@@ -48,6 +48,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def cpu_clock(pid: int) -> float:
+    """The process's CPU time (all its threads, also ended ones) in seconds, read from its POSIX CPU
+    clock with nanosecond resolution: ``/proc``'s utime + stime move in 10 ms ticks, too coarse
+    for a difference of a few tens of milliseconds (figure 6). Falls back to ``cpu_seconds``."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # Linux: CPUCLOCK_SCHED of the whole process
+    except OSError:
+        return cpu_seconds(pid)
+
+
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
