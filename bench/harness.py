@@ -58,6 +58,15 @@ def cpu_clock(pid: int) -> float:
         return cpu_seconds(pid)
 
 
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread (its event loop's, for our servers), in ns from
+    ``/proc/PID/task/PID/schedstat``; 0.0 where the kernel keeps no schedstat."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
