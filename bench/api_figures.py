@@ -480,10 +480,13 @@ async def _live_round(server: Server, clients: list[httpx.AsyncClient], mode: st
     ids = await asyncio.gather(*(_submit(c, data, delay=delay) for c in clients))
     pairs = list(zip(clients, ids, strict=True))
     window = _live_window(delay)
+    deadline = time.perf_counter() + 60
     while True:  # the window opens once every task runs: their claims stay out of it
         started = {m["task"] for m in await _marks_peek(clients[0]) if m["started"] is not None}
         if started.issuperset(ids):
             break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{len(set(ids) - started)} of {len(ids)} tasks did not start within 60 s")
         await asyncio.sleep(0.02)
     t0 = time.perf_counter()
     cpu0, loop0 = cpu_clock(server.pid), main_thread_cpu(server.pid)
