@@ -48,6 +48,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def cpu_clock(pid: int) -> float:
+    """The process's CPU time (all its threads, also ended ones) in seconds, read from its POSIX CPU
+    clock with nanosecond resolution: ``/proc``'s utime + stime move in 10 ms ticks, too coarse
+    for a difference of a few tens of milliseconds (figure 6). Falls back to ``cpu_seconds``."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # Linux: CPUCLOCK_SCHED of the whole process
+    except OSError:
+        return cpu_seconds(pid)
+
+
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread (its event loop's, for our servers), in ns from
+    ``/proc/PID/task/PID/schedstat``; 0.0 where the kernel keeps no schedstat."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 

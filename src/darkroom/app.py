@@ -26,6 +26,8 @@ from darkroom.context import AppContext
 from darkroom.credits.endpoints import router as credits_router
 from darkroom.db import Database
 from darkroom.errors import DarkroomError
+from darkroom.events.endpoints import task_events_route
+from darkroom.events.stream import close_streams_on_stop
 from darkroom.events.tail import tail_events
 from darkroom.health import router as health_router
 from darkroom.middleware import ContentLengthGuard
@@ -183,6 +185,8 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
                     tail_events(ctx.db, ctx.events, settings.events_poll_seconds), name="darkroom-event-tail"
                 )
             )
+        # streams end when the server is told to stop, not after its graceful timeout
+        background.append(asyncio.create_task(close_streams_on_stop(ctx.events), name="darkroom-stream-stop"))
         try:
             yield
         finally:
@@ -215,6 +219,7 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
     app.include_router(uploads_router)
     app.router.routes.insert(0, status_route())  # the hot poll first (bench figure 5)
     app.router.routes.insert(1, create_route())  # and the submit (bench figure 3)
+    app.router.routes.insert(2, task_events_route())  # and a task's event stream (bench figure 6)
     if settings.metrics_enabled:
         from darkroom import metrics
 

@@ -29,3 +29,16 @@ async def test_only_the_named_users_are_woken_and_leaving_unsubscribes() -> None
         assert await waiting is True
     assert hub.listeners("a") == 0 and hub.listeners("b") == 0
     hub.notify(["a"])  # nobody listens: nothing happens
+
+
+async def test_close_ends_every_listener_and_every_later_one() -> None:
+    hub = InProcessHub()
+    with hub.subscribe("a") as a, hub.subscribe("b") as b:
+        waiting = asyncio.create_task(a.wait(5))
+        await asyncio.sleep(0)
+        assert not a.closed and not b.closed
+        hub.close()
+        assert await waiting is True
+        assert a.closed and b.closed
+        with hub.subscribe("c") as c:  # a stream opened while the server stops
+            assert c.closed

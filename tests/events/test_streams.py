@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,25 @@ def test_changes_made_by_another_process_reach_the_stream(tmp_path: Path) -> Non
     finally:
         api.stop()
         worker.stop()
+
+
+def test_an_open_stream_ends_cleanly_when_the_server_stops(tmp_path: Path) -> None:
+    """uvicorn, told to stop, waits for open responses before the app's shutdown and tells the app
+    nothing; the app notices (its signal handler's flag) and ends every stream with the last
+    chunk, so the client sees a finished response and the server stops without cutting it."""
+    s = Server(tmp_path, DARKROOM_SSE_KEEPALIVE_SECONDS="30").start()
+    try:
+        auth = sign_up(s.url)
+        task_id = create(s.url, auth)
+        path = f"/api/tasks/{task_id}/events"
+        with httpx.Client(base_url=s.url) as client, stream(client, path, auth) as r:
+            reader = Reader(r)
+            reader.until_final(task_id)
+            assert s.proc is not None
+            os.killpg(s.proc.pid, signal.SIGTERM)
+            rest = list(reader.lines)  # raises RemoteProtocolError if the stream is cut
+        assert not any(line.startswith("data:") for line in rest)
+        assert s.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+        assert "without completing response" not in s.log.read_text()
+    finally:
+        s.stop()

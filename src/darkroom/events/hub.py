@@ -3,7 +3,8 @@
 The ``task_events`` table is the truth; a hub only says "look again, user U has news". Two
 sources feed it: the after-commit hook of every transaction that touched a task in this process
 (instant), and :class:`~darkroom.events.tail.EventTailer`, which polls the table for changes made
-by other processes (workers elsewhere) every ``DARKROOM_EVENTS_POLL_SECONDS``.
+by other processes (workers elsewhere) every ``DARKROOM_EVENTS_POLL_SECONDS``. A hub also ends
+its streams when the server stops (``close``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from typing import Protocol
 
 
 class Waiter:
-    """One listener's doorbell: ``wait`` returns when woken, or after ``timeout`` seconds."""
+    """One listener's doorbell: ``wait`` returns when woken, or after ``timeout`` seconds.
+    ``close`` wakes it for good: its stream is over (the client left, or the server stops)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.closed = False
 
     def wake(self) -> None:
+        self._event.set()
+
+    def close(self) -> None:
+        self.closed = True
         self._event.set()
 
     async def wait(self, seconds: float) -> bool:
@@ -45,12 +52,17 @@ class EventHub(Protocol):
         """Listen for this user's changes while the block runs."""
         ...
 
+    def close(self) -> None:
+        """The server stops: close every listener, now and from now on."""
+        ...
+
 
 class InProcessHub:
     """Listeners of this process, by user. Must be used from the event loop's thread."""
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self.closed = False
 
     def notify(self, user_ids: Iterable[str]) -> None:
         for user_id in set(user_ids):
@@ -60,6 +72,8 @@ class InProcessHub:
     @contextmanager
     def subscribe(self, user_id: str) -> Iterator[Waiter]:
         waiter = Waiter()
+        if self.closed:
+            waiter.close()
         self._waiters[user_id].add(waiter)
         try:
             yield waiter
@@ -69,6 +83,12 @@ class InProcessHub:
                 listeners.discard(waiter)
                 if not listeners:
                     del self._waiters[user_id]
+
+    def close(self) -> None:
+        self.closed = True
+        for listeners in self._waiters.values():
+            for waiter in listeners:
+                waiter.close()
 
     def listeners(self, user_id: str) -> int:
         return len(self._waiters.get(user_id, ()))
