@@ -27,7 +27,7 @@ _DOC: dict[int | str, dict[str, Any]] = {
 
 LastEventHeader = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
 LastEventQuery = Annotated[
-    str | None, Query(alias="lastEventId", description="Resume after this sequence number")
+    str | None, Query(alias="lastEventId", description="Resume after this stream position (an event's id)")
 ]
 
 
@@ -39,8 +39,9 @@ async def user_events(
     last_event_id: LastEventHeader = None,
     after: LastEventQuery = None,
 ) -> EventStream:
-    """Every change of every task of the user, as Server-Sent Events whose ``id`` is the sequence
-    number. Without ``Last-Event-ID`` the stream starts with the next change."""
+    """Every change of every task of the user, as Server-Sent Events whose ``id`` is the stream
+    position (the sequence number on SQLite; on PostgreSQL given in commit order). Without
+    ``Last-Event-ID`` the stream starts with the next change."""
     last = parse_last_event_id(last_event_id, after)
     if last is None:
         # In the request's read transaction: a second connection taken while the request holds

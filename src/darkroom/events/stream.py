@@ -40,9 +40,9 @@ RECHECK_SECONDS = 60.0
 
 def encode_events(events: Iterable[Any]) -> bytes:
     """Events as Server-Sent Events (``id`` and one ``data`` line each: JSON has no line breaks).
-    ``events``: ``TaskEvent``s or rows of ``_AFTER`` (the same attributes)."""
+    ``events``: rows of ``_after_query`` (``cursor``: the stream position, the event's ``id``)."""
     return "".join(
-        f"id: {event.id}\r\ndata: "
+        f"id: {event.cursor}\r\ndata: "
         + json.dumps(
             {
                 "taskId": event.task_id,
@@ -58,20 +58,28 @@ def encode_events(events: Iterable[Any]) -> bytes:
     ).encode()
 
 
+def cursor_column(is_sqlite: bool) -> Any:
+    """What streams are ordered and resumed by: the event's id on SQLite (one writer: ids are in
+    commit order), its commit-ordered ``position`` on PostgreSQL (``models.TaskEvent``)."""
+    return TaskEvent.id if is_sqlite else TaskEvent.position
+
+
 async def latest_for_user(ctx: AppContext, user_id: str) -> int:
     async with ctx.db.transaction(write=False) as session:
         return await latest_in(session, user_id)
 
 
 async def latest_in(session: AsyncSession, user_id: str) -> int:
-    """The user's newest event sequence number (0 if none), read in the caller's transaction."""
-    value = await session.scalar(select(func.max(TaskEvent.id)).where(TaskEvent.user_id == user_id))
+    """The user's newest stream position (0 if none), read in the caller's transaction."""
+    column = cursor_column(session.get_bind().dialect.name == "sqlite")
+    value = await session.scalar(select(func.max(column)).where(TaskEvent.user_id == user_id))
     return int(value or 0)
 
 
-def _after_query(*where: Any) -> DriverStatement:
+def _after_query(cursor: Any, *where: Any) -> DriverStatement:
     return DriverStatement(
         select(
+            cursor.label("cursor"),
             TaskEvent.id,
             TaskEvent.task_id,
             TaskEvent.kind,
@@ -79,22 +87,29 @@ def _after_query(*where: Any) -> DriverStatement:
             TaskEvent.progress,
             TaskEvent.created_at,
         )
-        .where(TaskEvent.user_id == bindparam("user_id"), TaskEvent.id > bindparam("last"), *where)
-        .order_by(TaskEvent.id)
+        .where(TaskEvent.user_id == bindparam("user_id"), cursor > bindparam("last"), *where)
+        .order_by(cursor)
         .limit(BATCH)
     )
 
 
 # One driver statement per wake-up (``Database.fetch_single``): a session and a transaction
-# around it cost more than the query (bench figure 6, CPU per delivered update).
-_AFTER = _after_query()
-_AFTER_TASK = _after_query(TaskEvent.task_id == bindparam("task_id"))
+# around it cost more than the query (bench figure 6, CPU per delivered update). By
+# ``is_sqlite``: (all of the user's events, one task's).
+_AFTER = {
+    is_sqlite: (
+        _after_query(cursor_column(is_sqlite)),
+        _after_query(cursor_column(is_sqlite), TaskEvent.task_id == bindparam("task_id")),
+    )
+    for is_sqlite in (True, False)
+}
 
 
 async def _after(ctx: AppContext, user_id: str, task_id: str | None, last: int) -> list[Any]:
+    every, one_task = _AFTER[ctx.db.is_sqlite]
     if task_id is None:
-        return await ctx.db.fetch_single(_AFTER, {"user_id": user_id, "last": last})
-    return await ctx.db.fetch_single(_AFTER_TASK, {"user_id": user_id, "last": last, "task_id": task_id})
+        return await ctx.db.fetch_single(every, {"user_id": user_id, "last": last})
+    return await ctx.db.fetch_single(one_task, {"user_id": user_id, "last": last, "task_id": task_id})
 
 
 # The headers sse-starlette sent, in its order (ours, then its own, then the media type).
@@ -141,7 +156,7 @@ class EventStream(Response):
             rows = await _after(self.ctx, self.user_id, self.task_id, last)
             if rows:
                 await send({"type": "http.response.body", "body": encode_events(rows), "more_body": True})
-                last = rows[-1].id
+                last = rows[-1].cursor
                 if len(rows) == BATCH:
                     continue
             recheck = loop.time() + RECHECK_SECONDS

@@ -16,18 +16,21 @@ from sqlalchemy import func, select
 
 from darkroom.db import Database
 from darkroom.events.hub import EventHub
+from darkroom.events.stream import cursor_column
 from darkroom.models import TaskEvent
 
 log = logging.getLogger(__name__)
 
 
 async def latest_event_id(db: Database) -> int:
+    """The newest stream position of all users (``events.stream.cursor_column``)."""
     async with db.transaction(write=False) as session:
-        return int(await session.scalar(select(func.max(TaskEvent.id))) or 0)
+        return int(await session.scalar(select(func.max(cursor_column(db.is_sqlite)))) or 0)
 
 
 async def tail_events(db: Database, hub: EventHub, interval: float) -> None:
     """Run until cancelled."""
+    cursor = cursor_column(db.is_sqlite)
     last = await latest_event_id(db)
     while True:
         await asyncio.sleep(interval)
@@ -35,8 +38,8 @@ async def tail_events(db: Database, hub: EventHub, interval: float) -> None:
             async with db.transaction(write=False) as session:
                 rows = (
                     await session.execute(
-                        select(TaskEvent.user_id, func.max(TaskEvent.id))
-                        .where(TaskEvent.id > last)
+                        select(TaskEvent.user_id, func.max(cursor))
+                        .where(cursor > last)
                         .group_by(TaskEvent.user_id)
                     )
                 ).all()
