@@ -304,3 +304,25 @@ def test_the_marker_scan_in_windows_finds_what_one_pass_finds() -> None:
     got = image_structure._jpeg_markers(bytes(data))
     assert np.array_equal(got, expected)
     assert {2**20 - 1, 2 * 2**20 - 1, 3 * 2**20 - 1} <= set(got.tolist())
+
+
+@pytest.mark.parametrize("length", [2, 3, 8, 9, 15, 16, 17, 4097, 65_537])
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.3, 1.0])
+def test_the_marker_scan_by_words_finds_what_a_byte_scan_finds(length: int, density: float) -> None:
+    """The scan finds the 8-byte words holding a 0xFF first, then the bytes in them: every 0xFF
+    is still seen, at a word's edges, in a tail shorter than a word, in runs of fill bytes and in
+    windows that do not start on a word boundary."""
+    from darkroom import image_structure
+
+    rng = np.random.default_rng(length)
+    data = rng.integers(0, 256, length, dtype=np.uint8)
+    data[rng.random(length) < density] = 0xFF
+    data[-1] = 0xD9  # a marker that ends the last word (and the window's last compared byte)
+    data[: min(8, length - 1)] = 0xFF
+    for window in (data, data[1:], data[3:]):
+        if len(window) < 2:
+            continue
+        ff = np.flatnonzero(window[:-1] == 0xFF)
+        following = window[ff + 1]
+        keep = (following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))
+        assert np.array_equal(image_structure._marker_ends(window), ff[keep])

@@ -156,3 +156,26 @@ async def test_the_file_is_created_in_a_worker_thread_and_not_kept_after_a_disca
     release.set()
     await asyncio.gather(writing, return_exceptions=True)  # the write is over: created, then removed
     assert [p.name for p in folder.iterdir()] == [staged.path.name]
+
+
+async def test_a_large_upload_is_handed_to_the_writer_thread_in_few_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hand-off may make the loop wait for the previous write (and stop reading the socket):
+    an 8.5 MB upload received in 64 KiB chunks is written in 5 batches (bench figure 4), none
+    larger than two batches' worth of chunks (what is held in memory)."""
+    batches: list[int] = []
+    write_batch = StagingFile._write_batch
+
+    def counted(self: StagingFile, batch: list[bytes | memoryview]) -> None:
+        batches.append(sum(len(b) for b in batch))
+        write_batch(self, batch)
+
+    monkeypatch.setattr(StagingFile, "_write_batch", counted)
+    data = secrets.token_bytes(8_500_000)
+    file = StagingFile(tmp_path, "big.jpg")
+    await _write(file, data)
+    staged = await file.finish()
+    assert staged.path.read_bytes() == data
+    assert len(batches) == 5 and sum(batches) == len(data)
+    assert max(batches) < 2 * staging.WRITE_BATCH

@@ -28,11 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WRITE_BATCH = 1024 * 1024
-"""Bytes collected on the event loop before one write in a worker thread: a 10 MB upload
-takes ~10 thread hand-offs instead of one per 64 KiB network chunk."""
+WRITE_BATCH = 2 * 1024 * 1024
+"""Bytes collected on the event loop before one write in a worker thread: a 10 MB upload takes
+5 thread hand-offs instead of one per network chunk. At each hand-off the loop may wait for the
+previous batch's write, and meanwhile it does not read the socket: with 1 MiB batches it waited
+~1.0-1.3 ms per 8.5 MB upload and the body took ~1 ms longer to arrive than with 2 MiB ones
+(bench/FINDINGS.md, eighth pass). At most two batches per upload are held in memory (one being
+written, one collected)."""
 
-FLUSH_EVERY = 2 * WRITE_BATCH
+FLUSH_EVERY = 2 * 1024 * 1024
 """Every this many bytes written, a flush of the file (``fdatasync``) is started in a thread of
 its own, unless one is still running; writing and receiving go on meanwhile. The disk then
 stores the file during the upload, and the fsync that makes it durable at the end has only the
