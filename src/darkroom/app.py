@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from darkroom import __version__, migrate
+from darkroom.api_docs import mount_docs
 from darkroom.auth.endpoints import router as auth_router
 from darkroom.config import Settings
 from darkroom.context import AppContext
@@ -206,7 +207,10 @@ def create_app(settings: Settings | None = None, providers: Sequence[Provider] |
         version=__version__,
         summary="Self-hosted AI image service: upload photos, run AI operations, follow tasks live.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: ours is served locally (api_docs)
+        redoc_url=None,
     )
+    mount_docs(app)
     max_body = settings.max_files * settings.max_file_bytes + 1024 * 1024
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body)
     app.add_middleware(ContentLengthGuard, max_body_size=max_body)

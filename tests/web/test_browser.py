@@ -390,6 +390,29 @@ def test_the_compare_slider_shows_a_cut_out_on_the_checkerboard(
         context.close()
 
 
+def test_the_api_docs_render_without_a_network(browser: Browser, server: Server) -> None:
+    """Swagger UI on /docs with every request to another host refused (a laptop offline)."""
+    context = browser.new_context(locale="en-US")
+    elsewhere: list[str] = []
+
+    def only_here(route, request) -> None:  # type: ignore[no-untyped-def]
+        if request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(request.url)
+            route.abort()
+
+    context.route("**/*", only_here)
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Darkroom", timeout=LONG)
+        expect(page.locator(".opblock-summary-path", has_text="/api/tasks/{task_id}/status")).to_be_visible()
+        assert not elsewhere, elsewhere
+    finally:
+        context.close()
+
+
 def test_keyboard_reaches_the_upload(browser: Browser, server: Server) -> None:
     context = browser.new_context(locale="en-US")
     page = context.new_page()
