@@ -20,9 +20,9 @@ from asgi_lifespan import LifespanManager
 
 from darkroom.app import create_app
 from darkroom.events.stream import _after, latest_for_user
+from darkroom.providers.local import LocalProvider
 from tests import database
 from tests.conftest import make_settings
-from tests.doubles import ScriptedProvider
 from tests.support import photo, register, submit
 
 _INSERT = (
@@ -32,11 +32,13 @@ _INSERT = (
 
 
 @pytest.fixture
-async def pg_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any, str]]:
+async def pg_app(
+    tmp_path: Path, local_provider: LocalProvider
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any, str]]:
     url = database.create_database(prefix="darkroom_order")
     try:
         settings = make_settings(tmp_path, database_url=url, run_workers=False)
-        app = create_app(settings, providers=[ScriptedProvider("scripted", ("color_enhancement",))])
+        app = create_app(settings, providers=[local_provider])  # no workers: the tasks stay pending
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

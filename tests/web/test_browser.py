@@ -110,6 +110,18 @@ def newest_card(page: Page):  # type: ignore[no-untyped-def]
     return page.locator("#task-list .task").first
 
 
+def run_to_completion(page: Page, source: Path, data: bytes, task_type: str):  # type: ignore[no-untyped-def]
+    """Upload ``data`` as ``source`` by the file input, start ``task_type``, wait until its card
+    shows it completed; the card."""
+    source.write_bytes(data)
+    page.set_input_files("#file-input", str(source))
+    choose_type(page, task_type)
+    page.locator("#submit").click()
+    card = newest_card(page)
+    expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
+    return card
+
+
 def test_sign_up_upload_progress_download_fail_retry(
     browser: Browser, server: Server, tmp_path: Path
 ) -> None:
@@ -320,13 +332,7 @@ def test_without_event_streams_the_page_polls(browser: Browser, server: Server, 
     try:
         sign_up(page, server.url)
         expect(page.locator("#live-state")).to_have_text("Updating every 2 s")
-        source = tmp_path / "poll.jpg"
-        source.write_bytes(photo(300, 200))
-        page.set_input_files("#file-input", str(source))
-        choose_type(page, "background_removal")
-        page.locator("#submit").click()
-        card = newest_card(page)
-        expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
+        card = run_to_completion(page, tmp_path / "poll.jpg", photo(300, 200), "background_removal")
         expect(card.locator(".gallery img")).to_have_count(1)
     finally:
         context.close()
@@ -341,13 +347,7 @@ def test_the_compare_slider_shows_a_cut_out_on_the_checkerboard(
     page = context.new_page()
     try:
         sign_up(page, server.url)
-        source = tmp_path / "cut.jpg"
-        source.write_bytes(photo(640, 480))
-        page.set_input_files("#file-input", str(source))
-        choose_type(page, "background_removal")
-        page.locator("#submit").click()
-        card = newest_card(page)
-        expect(card).to_have_attribute("data-status", "completed", timeout=LONG)
+        card = run_to_completion(page, tmp_path / "cut.jpg", photo(640, 480), "background_removal")
         card.locator("a.task-no").click()
         expect(page.locator("#compare")).to_be_visible()
         page.wait_for_load_state()

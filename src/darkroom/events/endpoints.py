@@ -8,16 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from darkroom.auth.security import decode_token_cached
-from darkroom.auth.service import check_token_user
-from darkroom.context import AppContext
 from darkroom.db import DriverStatement
 from darkroom.deps import Context, CurrentUser, Session
-from darkroom.errors import NotFound
 from darkroom.events.stream import EventStream, latest_in, parse_last_event_id
 from darkroom.models import Task, User
-from darkroom.tasks.status import bearer_token
-from darkroom.web import session as web_session
+from darkroom.tasks.status import owned_task_rows
 
 router = APIRouter(prefix="/api", tags=["events"])
 
@@ -85,15 +80,9 @@ async def open_task_stream(request: Request, task_id: str) -> Response:
     ~8 updates a task's stream delivers). Same answers as the other task routes: 401
     ``unauthorized`` / ``invalid_token`` / ``token_revoked``, 404 ``task_not_found`` for a
     missing or someone else's task."""
-    ctx: AppContext = request.app.state.ctx
-    token = web_session.request_token(request, bearer_token(request))
-    claims = decode_token_cached(token, ctx.settings.secret_key)
-    rows = await ctx.db.fetch_single(_OWNED, {"task_id": task_id, "user_id": claims.user_id})
-    owner = check_token_user(rows[0] if rows else None, claims)  # no row: no such user
-    if owner.id is None:  # someone else's task looks exactly like a missing one
-        raise NotFound("Task not found.", code="task_not_found")
+    ctx, user_id, _ = await owned_task_rows(request, _OWNED, task_id)
     last = parse_last_event_id(request.headers.get("last-event-id"), request.query_params.get("lastEventId"))
-    return EventStream(ctx, claims.user_id, task_id, last or 0)
+    return EventStream(ctx, user_id, task_id, last or 0)
 
 
 async def _task_events_endpoint(request: Request) -> Response:

@@ -7,6 +7,8 @@ task, an ETag from the task's ``seq`` and 304 when If-None-Match holds it."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from sqlalchemy import and_, bindparam, select
 from starlette.requests import Request
 from starlette.responses import Response
@@ -67,14 +69,31 @@ def bearer_token(request: Request) -> str | None:
     return credentials if credentials and scheme.lower() == "bearer" else None
 
 
-async def task_status(request: Request, task_id: str) -> Response:
+class OwnedRows(NamedTuple):
+    ctx: AppContext
+    user_id: str
+    rows: list[Any]
+
+
+async def owned_task_rows(request: Request, statement: DriverStatement, task_id: str) -> OwnedRows:
+    """The request's token checked and ``statement`` run on the driver (``Database.fetch_single``)
+    for its user and ``task_id``: the user ⟕ their task, no row when the user does not exist and a
+    NULL task ``id`` when the task is missing or someone else's. 401 ``unauthorized`` /
+    ``invalid_token`` / ``token_expired`` / ``token_revoked``, 404 ``task_not_found``. For the
+    lean task routes outside FastAPI (the status poll, a task's event stream)."""
     ctx: AppContext = request.app.state.ctx
     token = web_session.request_token(request, bearer_token(request))
     claims = decode_token_cached(token, ctx.settings.secret_key)
-    rows = await ctx.db.fetch_single(_STATUS, {"task_id": task_id, "user_id": claims.user_id})
+    rows = await ctx.db.fetch_single(statement, {"task_id": task_id, "user_id": claims.user_id})
     first = check_token_user(rows[0] if rows else None, claims)  # no row: no such user
     if first.id is None:  # someone else's task looks exactly like a missing one
         raise NotFound("Task not found.", code="task_not_found")
+    return OwnedRows(ctx, claims.user_id, rows)
+
+
+async def task_status(request: Request, task_id: str) -> Response:
+    ctx, _, rows = await owned_task_rows(request, _STATUS, task_id)
+    first = rows[0]
     etag = f'W/"{first.id}-{first.seq}"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if etag in request.headers.get("if-none-match", ""):
