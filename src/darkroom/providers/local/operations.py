@@ -156,7 +156,9 @@ def _cut_out(rgba: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8], top: int,
     band = mask[top:bottom]
     rgba[top:bottom, :, 3] = band
     packed = rgba[top:bottom].view(np.uint32)[:, :, 0]  # one RGBA pixel per element
-    np.copyto(packed, np.uint32(0), where=band == 0)
+    # × 1 or × 0: the same pixels as ``np.copyto(packed, 0, where=band == 0)``, ~5 ms less CPU for
+    # the 12 MP photo of figure 7 (a masked copy is numpy's slow path; bench/FINDINGS.md, ninth pass)
+    np.multiply(packed, band != 0, out=packed, casting="unsafe")
 
 
 SPARE_MAX_BYTES: Final = 64 << 20
