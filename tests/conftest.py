@@ -73,8 +73,9 @@ async def client(app_client: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str | None]:
-    """On PostgreSQL: one migrated template database per run, copied for each test."""
+def pg_template() -> Iterator[database.TemplateCopies | None]:
+    """On PostgreSQL: one migrated template database per run, copied for each test (the copies
+    made one test ahead: ``database.TemplateCopies``)."""
     if not database.ON_POSTGRES:
         yield None
         return
@@ -82,12 +83,18 @@ def pg_template() -> Iterator[str | None]:
 
     url = database.create_database(prefix="darkroom_tpl")
     migrate.upgrade(url)
-    yield url.rsplit("/", 1)[1]
-    database.drop_database(url)
+    copies = database.TemplateCopies(url.rsplit("/", 1)[1])
+    try:
+        yield copies
+    finally:
+        copies.close()
+        database.drop_database(url)
 
 
 @pytest.fixture(autouse=True)
-def test_database(pg_template: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+def test_database(
+    pg_template: database.TemplateCopies | None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
     """Each test's own database: a fresh PostgreSQL copy of the template, exported as DATABASE_URL
     (Settings, CLI subprocesses and servers started by tests all read it); SQLite: None, each
     test's data dir holds its own file."""
@@ -95,7 +102,7 @@ def test_database(pg_template: str | None, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.delenv("DATABASE_URL", raising=False)
         yield None
         return
-    url = database.create_database(template=pg_template)
+    url = pg_template.take()
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
-    database.drop_database(url)
+    pg_template.give_back(url)

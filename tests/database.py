@@ -2,7 +2,8 @@
 
 ``DARKROOM_TEST_DATABASE=postgres`` runs the tests on the PostgreSQL server at
 ``DARKROOM_TEST_PG_URL`` (default: the local one, user postgres). A migrated template database is
-made once per run; every test gets ``CREATE DATABASE … TEMPLATE`` of it (fast) and drops it after.
+made once per run; every test gets ``CREATE DATABASE … TEMPLATE`` of it, made while the test before
+it runs, and drops it after (:class:`TemplateCopies`).
 Without the variable the tests use a SQLite file in the test's temporary directory.
 """
 
@@ -94,3 +95,36 @@ def execute(database_url: str | None, data_dir: Path, sql: str) -> list[Any]:
         return run_sync(_execute(database_url, sql))
     with sqlite3.connect(data_dir / "darkroom.db") as db:
         return list(db.execute(sql).fetchall())
+
+
+class TemplateCopies:
+    """Each test's fresh copy of the template database, made one test ahead and dropped after the
+    test, both in a background thread.
+
+    ``CREATE DATABASE … TEMPLATE`` takes ~0.2 s and the drop ~0.02-0.07 s here (PostgreSQL writes
+    the copy through its WAL), ~2 minutes of the PostgreSQL pass's 523 tests when each test waited
+    for both. Made beside the running test, they compete with it for the CPU, so the gain is smaller
+    than the wait was (``tests/tasks``: setup + teardown 23 → 9 s, the whole 36.6 → 34.9 s). Every
+    test still gets a copy no test has used.
+    """
+
+    def __init__(self, template: str) -> None:
+        import concurrent.futures
+
+        self.template = template
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-databases")
+        self._next = self._pool.submit(create_database, template=template)
+
+    def take(self) -> str:
+        """A fresh copy (waits for the one being made), and the next one started."""
+        ready, self._next = self._next, self._pool.submit(create_database, template=self.template)
+        return ready.result()
+
+    def give_back(self, url: str) -> None:
+        self._pool.submit(drop_database, url)
+
+    def close(self) -> None:
+        """Drop the copy made ahead and wait for every drop (before the template is dropped)."""
+        spare = self._next
+        self._pool.submit(lambda: drop_database(spare.result()))
+        self._pool.shutdown(wait=True)
