@@ -30,6 +30,8 @@ ON_POSTGRES = BACKEND == "postgres"
 PG_URL = os.environ.get("DARKROOM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 _names = itertools.count()
+TEST_DATABASES_THREAD = "test-databases"
+"""Name prefix of the threads that make and drop the tests' database copies (:class:`TemplateCopies`)."""
 _RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 
@@ -44,7 +46,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         except BaseException as exc:
             error.append(exc)
 
-    thread = threading.Thread(target=target)
+    # named after the calling thread, so that TemplateCopies' connections can be told apart
+    thread = threading.Thread(target=target, name=f"{threading.current_thread().name}/run_sync")
     thread.start()
     thread.join()
     if error:
@@ -112,7 +115,7 @@ class TemplateCopies:
         import concurrent.futures
 
         self.template = template
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-databases")
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=TEST_DATABASES_THREAD)
         self._next = self._pool.submit(create_database, template=template)
 
     def take(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from darkroom.models import Task
 from darkroom.providers.factory import external_providers
 from tests.conftest import AppFactory, make_settings
+from tests.database import TEST_DATABASES_THREAD
 
 # Quick retries and polling so the suite stays fast; the behaviour is the same as in production.
 FAST: dict[str, Any] = {
@@ -68,6 +70,8 @@ _connects: list[Any] | None = None
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if _connects is not None and event == "socket.connect":
+        if threading.current_thread().name.startswith(TEST_DATABASES_THREAD):
+            return  # the suite's own PostgreSQL copies, made beside the test (TemplateCopies)
         _connects.append(args[1])
 
 
