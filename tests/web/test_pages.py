@@ -248,12 +248,16 @@ async def test_credits_page_shows_the_services_ledger_texts_in_chinese(client: h
     assert "Reserved for task" not in zh and "Refunded for task" not in zh
     # the capture moves nothing (the reservation did): no bare "0" beside "扣除 1 积分"
     capture_row = next(row for row in zh.split("<tr") if f"任务 {no} 扣除 1 积分" in row)
-    assert 'title="余额未变：这些积分在创建任务时已预扣">—<' in capture_row
+    assert 'title="余额未变：这些积分在创建任务时已预扣" aria-hidden="true">—<' in capture_row
+    # what a screen reader says instead of the dash
+    assert '<span class="visually-hidden">余额未变：这些积分在创建任务时已预扣</span>' in capture_row
     assert '<td class="num">0</td>' not in zh
     await client.post("/locale", data={"locale": "en", "next": "/credits", "csrf_token": token})
     en = (await client.get("/credits")).text
     assert f"Refunded for task {no} (attempt 2): provider_error" in en
-    assert 'title="Balance unchanged: the credits were set aside when the task was submitted">—<' in en
+    assert (
+        'title="Balance unchanged: the credits were set aside when the task was submitted" aria-hidden' in en
+    )
 
 
 def test_every_built_in_parameter_value_has_a_name_in_both_languages() -> None:
