@@ -73,7 +73,7 @@ async def client(app_client: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[database.TemplateCopies | None]:
+def pg_copies() -> Iterator[database.TemplateCopies | None]:
     """On PostgreSQL: one migrated template database per run, copied for each test (the copies
     made one test ahead: ``database.TemplateCopies``)."""
     if not database.ON_POSTGRES:
@@ -93,16 +93,16 @@ def pg_template() -> Iterator[database.TemplateCopies | None]:
 
 @pytest.fixture(autouse=True)
 def test_database(
-    pg_template: database.TemplateCopies | None, monkeypatch: pytest.MonkeyPatch
+    pg_copies: database.TemplateCopies | None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str | None]:
     """Each test's own database: a fresh PostgreSQL copy of the template, exported as DATABASE_URL
     (Settings, CLI subprocesses and servers started by tests all read it); SQLite: None, each
     test's data dir holds its own file."""
-    if pg_template is None:
+    if pg_copies is None:
         monkeypatch.delenv("DATABASE_URL", raising=False)
         yield None
         return
-    url = pg_template.take()
+    url = pg_copies.take()
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
-    pg_template.give_back(url)
+    pg_copies.give_back(url)

@@ -120,8 +120,8 @@ def check_inputs_for(
 # taken number instead of failing (which answered 503, and on PostgreSQL would abort the
 # transaction) and the task gets another one. By dialect: ON CONFLICT is written per dialect.
 _INSERT_TASK = {
-    "sqlite": DriverStatement(sqlite_insert(tables.tasks).on_conflict_do_nothing(index_elements=["task_no"])),
-    "postgresql": DriverStatement(pg_insert(tables.tasks).on_conflict_do_nothing(index_elements=["task_no"])),
+    dialect: DriverStatement(dialect_insert(tables.tasks).on_conflict_do_nothing(index_elements=["task_no"]))
+    for dialect, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
 }
 TASK_NO_ATTEMPTS = 8
 _INSERT_ATTEMPT = DriverStatement(insert(tables.task_attempts))
