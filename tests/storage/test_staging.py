@@ -179,3 +179,32 @@ async def test_a_large_upload_is_handed_to_the_writer_thread_in_few_batches(
     assert staged.path.read_bytes() == data
     assert len(batches) == 5 and sum(batches) == len(data)
     assert max(batches) < 2 * staging.WRITE_BATCH
+
+
+def test_write_durable_makes_a_complete_fsynced_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a model process uses to hand over its result: the bytes, fsync'd, in a new file (the
+    staging folder is made when it is missing)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    data = secrets.token_bytes(3 * 65536 + 7)
+    path = staging.write_durable(tmp_path / "staging", data)
+    assert path.parent == tmp_path / "staging"
+    assert path.read_bytes() == data
+    assert synced == [len(data)]
+    assert staging.write_durable(tmp_path / "staging", data) != path  # a new name each time
+
+
+def test_write_durable_leaves_nothing_when_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "injected fsync error")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="injected"):
+        staging.write_durable(tmp_path, b"result")
+    assert list(tmp_path.iterdir()) == []

@@ -38,6 +38,9 @@ async def test_background_removal(client: httpx.AsyncClient) -> None:
     assert out.format == "PNG" and out.mode == "RGBA" and out.size == (400, 300)
     alpha = np.asarray(out.getchannel("A"))
     assert alpha.min() < 20 and alpha.max() > 235  # some background removed, some subject kept
+    # the model process wrote the result into the staging folder and the runner moved it from there
+    staging_dir = client.app.state.ctx.storage.staging_dir  # type: ignore[attr-defined]
+    assert list(staging_dir.iterdir()) == []
 
     me = (await client.get("/api/me", headers=headers)).json()["data"]
     assert me["credits"] == 19

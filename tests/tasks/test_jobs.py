@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from darkroom.models import CreditTransaction, Task, TaskEvent, TaskFile
-from darkroom.providers.base import OutputImage, ProviderResult
+from darkroom.providers.base import OutputImage, ProviderResult, StagedOutput
+from darkroom.storage import staging
 from darkroom.tasks.jobs import PROGRESS_START, TaskFailure, TaskRunner
 from tests import database
 from tests.conftest import AppFactory
@@ -180,3 +181,65 @@ async def test_outputs_are_removed_when_the_finishing_commit_itself_fails(
             assert await _ledger(ctx, task_id) == ["reserve"]
     finally:
         database.drop_database(url)
+
+
+async def _claimed(client: object, kind: str = "color_enhancement") -> tuple[object, TaskRunner, object, str]:
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    headers = await register(client)  # type: ignore[arg-type]
+    task_id = (await submit(client, headers, kind, [photo(32, 32)])).json()["data"]["id"]  # type: ignore[arg-type]
+    runner = TaskRunner(ctx, "w")
+    claim = await runner._claim(task_id)
+    assert claim is not None
+    return ctx, runner, claim, task_id
+
+
+def _staged(ctx: object, data: bytes) -> StagedOutput:
+    path = staging.write_durable(ctx.storage.staging_dir, data)  # type: ignore[attr-defined]
+    return StagedOutput(path, "image/png", 8, 8, len(data))
+
+
+async def test_staged_outputs_are_moved_into_storage(app_client: AppFactory) -> None:
+    """Outputs a provider wrote as files are stored by moving them; bytes outputs beside them as before."""
+    provider = ScriptedProvider("scripted", ("color_enhancement",))
+    async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False) as client:
+        ctx, runner, claim, task_id = await _claimed(client)
+        first, second = photo(8, 8, "PNG"), photo(8, 8, "JPEG")
+        staged = _staged(ctx, first)
+        outputs = [staged, OutputImage(second, "image/jpeg", 8, 8)]
+        await runner._finish_completed(claim, ProviderResult(outputs=outputs))  # type: ignore[arg-type]
+        assert (await _task(ctx, task_id)).status == "completed"
+        assert not staged.path.exists()
+        async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
+            files = (
+                await session.scalars(
+                    select(TaskFile)
+                    .where(TaskFile.task_id == task_id, TaskFile.role == "output")
+                    .order_by(TaskFile.position)
+                )
+            ).all()
+        assert [(f.content_type, f.size) for f in files] == [
+            ("image/png", len(first)),
+            ("image/jpeg", len(second)),
+        ]
+        assert [await ctx.storage.get(f.storage_key) for f in files] == [first, second]  # type: ignore[attr-defined]
+        assert await _ledger(ctx, task_id) == ["reserve", "capture"]
+
+
+async def test_a_staged_output_that_is_not_an_image_fails_the_task_and_no_file_stays(
+    app_client: AppFactory, tmp_path: Path
+) -> None:
+    provider = ScriptedProvider("scripted", ("color_enhancement",))
+    async with app_client(providers=[provider], default_ai_provider="scripted", run_workers=False) as client:
+        ctx, runner, claim, task_id = await _claimed(client)
+        outputs = [
+            _staged(ctx, photo(8, 8, "PNG")),
+            _staged(ctx, b"not an image"),
+            _staged(ctx, photo(8, 8, "PNG")),
+        ]
+        await runner._finish_completed(claim, ProviderResult(outputs=outputs))  # type: ignore[arg-type]
+        task = await _task(ctx, task_id)
+        assert (task.status, task.error_code) == ("failed", "provider_error")
+        assert await _ledger(ctx, task_id) == ["reserve", "release"]
+        assert list(ctx.storage.staging_dir.iterdir()) == []  # type: ignore[attr-defined]
+        stored = [p for p in (tmp_path / "files").rglob("*") if p.is_file() and "outputs" in p.parts]
+        assert stored == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -102,6 +103,10 @@ class ProviderRequest:
     # row under the lease-holder condition). Raises when the lease is lost.
     remember: Callable[[str], Awaitable[None]] | None = None
     mask: InputImage | None = None
+    # Where a provider that makes its outputs on this machine may write them as files
+    # (:class:`StagedOutput`) instead of returning their bytes: the storage's staging folder, so
+    # storing an output is a move. None: return bytes. Remote providers ignore it.
+    output_dir: Path | None = None
 
     async def checkpoint(self, request_id: str) -> None:
         if self.remember is not None:
@@ -117,8 +122,23 @@ class OutputImage:
 
 
 @dataclass(frozen=True)
+class StagedOutput:
+    """An output a provider wrote itself: a complete, fsync'd file in the request's
+    ``output_dir``, which the runner stores by moving it (``Storage.put_file``) or removes. Its
+    bytes never pass through the runner's memory (the local provider's model processes write
+    their results this way: a 12 MP cut-out no longer crosses the process pool's pipe; bench
+    figure 7)."""
+
+    path: Path
+    content_type: str
+    width: int
+    height: int
+    size: int
+
+
+@dataclass(frozen=True)
 class ProviderResult:
-    outputs: Sequence[OutputImage]
+    outputs: Sequence[OutputImage | StagedOutput]
     request_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None  # the provider's model that produced the outputs (task.ai_model)

@@ -6,8 +6,9 @@ file nobody can reach. Keys start with the millisecond they were made
 (``folder/yyyy/mm/{ms}_…``), so the sweep lists only the current and the previous month, in key
 order, stops at the first key younger than the grace period, and deletes the keys that neither
 ``task_files`` nor ``uploads`` name. Several sweepers at once are harmless: deleting is idempotent.
-Staging files (uploads being streamed, ``storage/staging.py``) older than the grace period are
-what a killed process left in the middle of an upload; they are removed too.
+Staging files (uploads being streamed and results written by model processes,
+``storage/staging.py``) older than the grace period are what a killed process left in the middle
+of an upload or of a task's finish; they are removed too.
 """
 
 from __future__ import annotations
@@ -70,5 +71,5 @@ async def sweep_orphans(ctx: AppContext, *, grace_seconds: float, now: float | N
         log.warning("deleted %d stored object(s) that no task or upload refers to", len(deleted))
     stale = await asyncio.to_thread(staging.sweep, ctx.storage.staging_dir, older_than=grace_seconds, now=now)
     if stale:
-        log.warning("deleted %d staging file(s) of interrupted uploads", len(stale))
+        log.warning("deleted %d staging file(s) of interrupted uploads or tasks", len(stale))
     return deleted

@@ -14,6 +14,8 @@ and outputs hold, and that wait was 0.3-1.6 ms on the event loop per upload (ben
 the file's bytes can be checked (read from the page cache) while the disk flushes them.
 :meth:`StagedFile.durable` waits for that fsync; a file is moved to its key only after it.
 ``finish()`` is both. ``discard()`` removes the file (idempotent), whatever happened before.
+
+:func:`write_durable` is the blocking way to make one, for results a model process writes itself.
 """
 
 from __future__ import annotations
@@ -241,9 +243,27 @@ class StagingFile:
             self._close()
 
 
+def write_durable(directory: Path, data: bytes | memoryview, *, prefix: str = "output") -> Path:
+    """A new staging file in ``directory`` holding ``data``, written and fsync'd: ready for
+    ``Storage.put_file``. Blocking (for a worker thread or process). Nothing is left behind when
+    it fails."""
+    path = directory / f"{prefix}-{secrets.token_hex(8)}"
+    fd = _create(path)
+    try:
+        _write_all(fd, [data])
+        os.fsync(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return path
+
+
 def sweep(directory: Path, *, older_than: float, now: float | None = None) -> list[Path]:
     """Remove staging files last written more than ``older_than`` seconds ago: what a process
-    killed in the middle of an upload left behind. Returns the removed paths."""
+    killed in the middle of an upload, or between a model process's result and its storing, left
+    behind. Returns the removed paths."""
     cutoff = (time.time() if now is None else now) - older_than
     removed = []
     try:

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom import imaging, metrics
+from darkroom import metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
 from darkroom.db import DriverStatement, execute
@@ -45,8 +45,8 @@ from darkroom.providers.base import (
     ProviderRequest,
     ProviderResult,
 )
+from darkroom.providers.outputs import discard_staged, store_output
 from darkroom.storage.base import ObjectNotFound
-from darkroom.storage.keys import new_key
 from darkroom.tasks.events import (
     changed,
     close_attempt,
@@ -504,6 +504,7 @@ class TaskRunner:
                 resume_id=live.request_id,
                 remember=remember,
                 mask=mask,
+                output_dir=self.ctx.storage.staging_dir,
             )
             started = time.perf_counter()
             outcome = "error"
@@ -581,32 +582,33 @@ class TaskRunner:
             await self._finish_failed(claim, TaskFailure("provider_error", "The provider returned no image."))
             return
         stored: list[dict[str, object]] = []
-        for position, out in enumerate(result.outputs):
-            content_type = imaging.sniff_image_type(out.data)
-            if content_type is None:
-                await self._delete([str(f["storage_key"]) for f in stored])
-                failure = TaskFailure(
-                    "provider_error", "The provider returned something that is not an image."
+        try:
+            for position, out in enumerate(result.outputs):
+                kept = await store_output(self.ctx.storage, f"{claim.task_no}_{position + 1}", out)
+                if kept is None:
+                    break
+                stored.append(
+                    {
+                        "id": new_id(),
+                        "task_id": claim.task_id,
+                        "role": "output",
+                        "attempt": claim.attempt,
+                        "position": position,
+                        "storage_key": kept.key,
+                        "content_type": kept.content_type,
+                        "size": kept.size,
+                        "width": kept.width,
+                        "height": kept.height,
+                        "original_name": None,
+                    }
                 )
-                await self._finish_failed(claim, failure)
-                return
-            key = new_key("outputs", f"{claim.task_no}_{position + 1}", content_type)
-            await self.ctx.storage.put(key, out.data, content_type)
-            stored.append(
-                {
-                    "id": new_id(),
-                    "task_id": claim.task_id,
-                    "role": "output",
-                    "attempt": claim.attempt,
-                    "position": position,
-                    "storage_key": key,
-                    "content_type": content_type,
-                    "size": len(out.data),
-                    "width": out.width,
-                    "height": out.height,
-                    "original_name": None,
-                }
-            )
+        finally:
+            discard_staged(result.outputs[len(stored) + 1 :])  # after a failure: not stored
+        if len(stored) < len(result.outputs):
+            await self._delete([str(f["storage_key"]) for f in stored])
+            failure = TaskFailure("provider_error", "The provider returned something that is not an image.")
+            await self._finish_failed(claim, failure)
+            return
         now = datetime.now(UTC)
         params: dict[str, object] = {
             "b_task_id": claim.task_id,

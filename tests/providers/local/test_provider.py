@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +17,11 @@ from PIL import Image
 from darkroom.providers.base import (
     InputImage,
     InvalidInput,
+    OutputImage,
     Provider,
     ProviderRequest,
     ProviderUnavailable,
+    StagedOutput,
 )
 from darkroom.providers.local import LocalProvider
 from tests.fixtures.photos import encode, photo_bytes, scene
@@ -160,6 +164,80 @@ async def test_cancellation_stops_waiting_promptly(provider: LocalProvider) -> N
         request("color_enhancement", photo_bytes(64, 48), enhancement="cool"), Progress()
     )
     assert len(result.outputs) == 1
+
+
+async def test_outputs_are_written_to_the_output_dir(provider: LocalProvider, tmp_path: Path) -> None:
+    """With an output folder the worker writes each result there (the runner then moves it into
+    storage) instead of sending its bytes back: the same bytes, in a file of their own."""
+    images = [photo_bytes(320, 240, seed=1), photo_bytes(200, 300, seed=2)]
+    plain = await provider.run(request("background_removal", *images), Progress())
+    staged_dir = tmp_path / "staging"  # created by the first write
+    staged = await provider.run(
+        dataclasses.replace(request("background_removal", *images), output_dir=staged_dir), Progress()
+    )
+    assert all(isinstance(o, OutputImage) for o in plain.outputs)
+    files = []
+    for bytes_out, file_out in zip(plain.outputs, staged.outputs, strict=True):
+        assert isinstance(bytes_out, OutputImage) and isinstance(file_out, StagedOutput)
+        assert file_out.path.parent == staged_dir
+        assert file_out.path.read_bytes() == bytes_out.data
+        assert (file_out.content_type, file_out.width, file_out.height, file_out.size) == (
+            bytes_out.content_type,
+            bytes_out.width,
+            bytes_out.height,
+            len(bytes_out.data),
+        )
+        files.append(file_out.path)
+    assert sorted(staged_dir.iterdir()) == sorted(files)
+
+
+async def _settled(provider: LocalProvider) -> None:
+    """Wait until the pool's one worker has finished whatever it was given before."""
+    await provider.run(request("color_enhancement", photo_bytes(16, 16), enhancement="cool"), Progress())
+
+
+async def test_unused_output_files_are_removed(provider: LocalProvider, tmp_path: Path) -> None:
+    """A result nobody will store leaves no file: the other inputs' of a failed input, a run
+    cancelled while its input runs (removed when the worker finishes it), and a run whose last
+    progress report fails (the lease was lost)."""
+    failed = tmp_path / "failed"
+    with pytest.raises(InvalidInput, match="Input 2"):
+        await provider.run(
+            dataclasses.replace(
+                request("color_enhancement", photo_bytes(), b"\xff\xd8\xff\x00garbage", photo_bytes()),
+                output_dir=failed,
+            ),
+            Progress(),
+        )
+
+    canceled = tmp_path / "canceled"
+    big = encode(scene(750, 500).resize((3000, 2000)))
+    task = asyncio.create_task(
+        provider.run(
+            dataclasses.replace(request("style_transfer", big, style="rust_oil"), output_dir=canceled),
+            Progress(),
+        )
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    lost = tmp_path / "lost"
+
+    async def lose_the_lease(value: float) -> None:
+        if value == 100:
+            raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        await provider.run(
+            dataclasses.replace(request("background_removal", photo_bytes(64, 48)), output_dir=lost),
+            lose_the_lease,
+        )
+
+    await _settled(provider)
+    for folder in (failed, canceled, lost):
+        assert not folder.exists() or list(folder.iterdir()) == [], folder
 
 
 async def test_dead_worker_gives_provider_unavailable_then_recovers() -> None:

@@ -5,7 +5,10 @@ Execution model
 * All image work runs in a :class:`~concurrent.futures.ProcessPoolExecutor` (``spawn`` context:
   the server has threads, so forking is unsafe). The pool is created on first use; each worker
   loads its models lazily on its first job and keeps them (see :mod:`.models`).
-* Only bytes cross the process boundary: the worker decodes, runs the model and encodes.
+* Only bytes cross the process boundary: the worker decodes, runs the model and encodes. With
+  the request's ``output_dir`` (the runner gives the storage's staging folder) the worker writes
+  each result there and only its name comes back (:class:`~darkroom.providers.base.StagedOutput`);
+  a result that is not used (a failed sibling input, a cancelled run) is removed.
 * Inputs of one task are submitted together, so with ``max_workers > 1`` they run in parallel.
 * ``run()`` reports progress after each finished input and, while an input runs, every ~0.5 s an
   estimate (from the pixel count) that approaches but never reaches that input's share.
@@ -35,6 +38,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, Final
 
 from PIL import Image
@@ -49,6 +53,7 @@ from darkroom.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderUnavailable,
+    StagedOutput,
     TaskTypeSpec,
 )
 from darkroom.providers.local import models, operations
@@ -58,6 +63,7 @@ from darkroom.providers.local.specs import (
     COLOR_ENHANCEMENT,
     STYLE_TRANSFER,
 )
+from darkroom.providers.outputs import discard_staged
 
 TICK_SECONDS: Final = 0.5
 _MAX_PARTIAL: Final = 0.95  # an estimate never claims more than 95 % of a running input's share
@@ -149,8 +155,12 @@ class LocalProvider:
         jobs = self._jobs(request)
 
         await progress(0.0)
-        outputs = await self._execute(request.task_type, jobs, params, progress)
-        await progress(100.0)
+        outputs = await self._execute(request.task_type, jobs, params, progress, request.output_dir)
+        try:
+            await progress(100.0)
+        except BaseException:  # the lease is lost (or the run cancelled): nobody stores them
+            discard_staged(outputs)
+            raise
 
         metadata: dict[str, Any] = {"provider": self.name, "task_type": request.task_type}
         model: str | None = None  # colour enhancement uses no model
@@ -232,7 +242,8 @@ class LocalProvider:
         jobs: Sequence[tuple[InputImage, bytes | None]],
         params: dict[str, Any],
         progress: ProgressCallback,
-    ) -> list[OutputImage]:
+        output_dir: Path | None,
+    ) -> list[OutputImage | StagedOutput]:
         pool = self._get_pool()
         estimates = [estimate_seconds(task_type, _pixels(image.data)) for image, _ in jobs]
         if not self._warm:
@@ -246,6 +257,7 @@ class LocalProvider:
                     params,
                     max_pixels=self.max_pixels,
                     extra_input=extra,
+                    output_dir=output_dir,
                 )
                 for image, extra in jobs
             ]
@@ -258,7 +270,7 @@ class LocalProvider:
             raise ProviderUnavailable(f"The local provider is not accepting work: {exc}") from None
 
         index_of = {asyncio.wrap_future(cf): i for i, cf in enumerate(cfutures)}
-        results: list[OutputImage | None] = [None] * len(jobs)
+        results: list[OutputImage | StagedOutput | None] = [None] * len(jobs)
         pending = set(index_of)
         loop = asyncio.get_running_loop()
         segment_start = loop.time()
@@ -284,19 +296,22 @@ class LocalProvider:
                 if value > reported:
                     reported = value
                     await progress(value)
-        finally:
-            # stop queued inputs of this task (on error or cancellation); running ones cannot stop
+        except BaseException:
+            # stop queued inputs of this task (on error or cancellation); running ones cannot
+            # stop: the files of theirs, and of the inputs already done, are not kept
             for cf in cfutures:
-                cf.cancel()
+                if not cf.cancel():
+                    cf.add_done_callback(_discard_staged)
+            raise
         return [r for r in results if r is not None]
 
     def _result(
         self,
-        fut: asyncio.Future[OutputImage],
+        fut: asyncio.Future[OutputImage | StagedOutput],
         index: int,
         total: int,
         pool: concurrent.futures.ProcessPoolExecutor,
-    ) -> OutputImage:
+    ) -> OutputImage | StagedOutput:
         where = f"Input {index + 1}: " if total > 1 else ""
         if fut.cancelled():
             raise ProviderUnavailable("The local provider was shut down while the task was running.")
@@ -315,6 +330,15 @@ class LocalProvider:
         if isinstance(exc, MemoryError):
             raise ProviderUnavailable(f"{where}The local provider ran out of memory.") from None
         raise ProviderError(f"{where}Local processing failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _discard_staged(future: concurrent.futures.Future[OutputImage | StagedOutput]) -> None:
+    """Remove the file of a finished input whose result is not used (a done callback)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    if isinstance(result, StagedOutput):
+        result.path.unlink(missing_ok=True)
 
 
 async def _shutdown_pool(pool: concurrent.futures.ProcessPoolExecutor, grace: float) -> None:
