@@ -156,6 +156,8 @@ def check_upload(data: image_structure.Data, max_pixels: int) -> ImageInfo:
     where the pixels are needed (the provider); a file that passes this check but does not decode
     fails its task with ``invalid_input`` there.
     """
+    if len(data) == 0:
+        raise ImageRejected("empty_file", "The file is empty.")
     img, content_type = _open_header(data, max_pixels)
     with img:
         width, height = img.size

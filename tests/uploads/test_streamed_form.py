@@ -20,8 +20,9 @@ from fastapi import FastAPI, File, Form, UploadFile
 from starlette.requests import Request
 
 from darkroom.storage import staging
+from darkroom.storage.staging import SmallFile, StagedFile
 from darkroom.tasks.endpoints import CREATE_TASK_FORM
-from darkroom.uploads.form import FormLimits, read_form
+from darkroom.uploads.form import SMALL_FILE_BYTES, FormLimits, read_form
 from tests.seaweed import SeaweedFS
 from tests.server import Server
 from tests.support import photo, register, wait_for
@@ -232,11 +233,13 @@ async def test_a_client_that_goes_away_mid_upload_leaves_nothing(tmp_path: Path)
         server.stop()
 
 
+@pytest.mark.parametrize("padding", [0, SMALL_FILE_BYTES], ids=["small, in memory", "staged"])
 async def test_a_file_is_stored_under_its_key_only_once_its_fsync_returned(
-    client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, padding: int
 ) -> None:
-    """The staging file's fsync runs while the file is checked (uploads/inputs.py); it is moved to
-    its key, and the task created, only after the fsync returned."""
+    """A staging file's fsync runs while the file is checked (uploads/inputs.py); it is moved to
+    its key, and the task created, only after the fsync returned. A small file (kept in memory)
+    is written to a temporary name beside its key, fsync'd, and only then renamed to its key."""
     headers = await register(client)
     release, waiting = threading.Event(), threading.Event()
     real_fsync = os.fsync
@@ -247,7 +250,7 @@ async def test_a_file_is_stored_under_its_key_only_once_its_fsync_returned(
         real_fsync(fd)
 
     monkeypatch.setattr(staging.os, "fsync", held_fsync)
-    image = photo(96, 64)
+    image = photo(96, 64) + secrets.token_bytes(padding)  # bytes after the image's end are allowed
     post = asyncio.ensure_future(
         _post(client, headers, ("taskType", b"color_enhancement"), ("files", image, "a.jpg"))
     )
@@ -255,7 +258,7 @@ async def test_a_file_is_stored_under_its_key_only_once_its_fsync_returned(
         assert await asyncio.to_thread(waiting.wait, 30)
         await asyncio.sleep(0.1)  # the check runs meanwhile; nothing may be stored yet
         assert not post.done()
-        stored = [p for p in _leftovers(tmp_path) if "staging" not in p.parts]
+        stored = [p for p in _leftovers(tmp_path) if "staging" not in p.parts and not p.name.endswith(".tmp")]
         assert stored == []
         assert await _credits_and_tasks(client, headers) == (20, 0)
     finally:
@@ -297,10 +300,54 @@ async def test_parts_split_anywhere_are_staged_byte_for_byte(tmp_path: Path) -> 
         form = await read_form(Request(scope, receive), tmp_path, FormLimits(10 * 2**20, 10, 5))
         try:
             (staged,) = form.files["files"]
-            await staged.durable()
-            assert staged.path.read_bytes() == data, chunk
+            if len(data) <= SMALL_FILE_BYTES:
+                assert isinstance(staged, SmallFile) and staged.data == data, chunk
+            else:
+                assert isinstance(staged, StagedFile)
+                await staged.durable()
+                assert staged.path.read_bytes() == data, chunk
         finally:
             form.discard()
+
+
+async def _read_one_file(staging_dir: Path, data: bytes) -> Any:
+    body, headers = multipart(("taskType", b"x"), ("files", data, "a.jpg"))
+    sent = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        return next(sent)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-type", headers["Content-Type"].encode())],
+    }
+    form = await read_form(Request(scope, receive), staging_dir, FormLimits(10 * 2**20, 10, 5))
+    (part,) = form.files["files"]
+    return form, part
+
+
+async def test_a_small_file_stays_in_memory_and_a_bigger_one_is_staged(tmp_path: Path) -> None:
+    """Up to SMALL_FILE_BYTES a file part is kept in memory (no staging file is made: stored with
+    one write); one byte more and it is written to a staging file, as every big upload is."""
+    small = secrets.token_bytes(SMALL_FILE_BYTES)
+    form, part = await _read_one_file(tmp_path / "staging", small)
+    assert isinstance(part, SmallFile) and part.data == small and part.size == SMALL_FILE_BYTES
+    assert part.name == "a.jpg"
+    assert not (tmp_path / "staging").exists()  # nothing was ever created
+    form.discard()
+
+    bigger = small + b"x"
+    form, part = await _read_one_file(tmp_path / "staging", bigger)
+    try:
+        assert isinstance(part, StagedFile)
+        await part.durable()
+        assert part.path.read_bytes() == bigger and part.size == len(bigger)
+        assert list((tmp_path / "staging").iterdir()) == [part.path]
+    finally:
+        form.discard()
+    assert list((tmp_path / "staging").iterdir()) == []
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -340,13 +387,12 @@ async def test_refusal_leaves_nothing_in_the_bucket(
 ) -> None:
     async with app_client(**seaweedfs.settings(seaweedfs.new_bucket())) as client:
         headers = await register(client)
-        r = await _post(
-            client, headers, ("files", photo(64, 64), "a.jpg"), ("taskType", b"sharpen_everything")
-        )
-        assert r.status_code == 422 and r.json()["code"] == "unknown_task_type"
-        storage = client.app.state.ctx.storage  # type: ignore[attr-defined]
-        assert await storage.list_keys(f"inputs/{datetime.now(UTC):%Y/%m}/") == []
-        assert not list(storage.staging_dir.iterdir())
+        for image in (photo(64, 64), photo(64, 64) + secrets.token_bytes(SMALL_FILE_BYTES)):  # memory, staged
+            r = await _post(client, headers, ("files", image, "a.jpg"), ("taskType", b"sharpen_everything"))
+            assert r.status_code == 422 and r.json()["code"] == "unknown_task_type"
+            storage = client.app.state.ctx.storage  # type: ignore[attr-defined]
+            assert await storage.list_keys(f"inputs/{datetime.now(UTC):%Y/%m}/") == []
+            assert not storage.staging_dir.exists() or not list(storage.staging_dir.iterdir())
 
 
 def test_openapi_documents_the_same_form_as_file_and_form_parameters() -> None:

@@ -65,6 +65,20 @@ class StagedFile:
             await self.synced
 
 
+@dataclass(frozen=True)
+class SmallFile:
+    """A complete upload small enough to stay in memory (:meth:`StagingFile.take_small`): no
+    staging file was made for it, and it is stored with one write (``Storage.put``: write, fsync,
+    rename in one worker thread) instead of a staging file's create, write, fsync and move."""
+
+    name: str | None
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
 def _write_all(fd: int, buffers: list[bytes | memoryview]) -> None:
     """Write every buffer in order with as few ``writev`` calls as the kernel allows."""
     views = [memoryview(b) for b in buffers]
@@ -195,6 +209,18 @@ class StagingFile:
                 os.fsync(fd)
             finally:
                 self._close()
+
+    def take_small(self, limit: int) -> SmallFile | None:
+        """The whole upload as a :class:`SmallFile` when it is at most ``limit`` bytes and none of it
+        has gone to the writer thread yet (then no file exists, and none is made: this staging file
+        is done). None otherwise: :meth:`complete` it as usual."""
+        if self.size > limit or self._written or self._writing is not None:
+            return None
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        with self._fd_lock:
+            self._discarded = True
+        return SmallFile(self.name, data)
 
     async def complete(self) -> StagedFile:
         """Write what is left; start the fsync (in a thread) and return without waiting for it."""

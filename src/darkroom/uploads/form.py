@@ -24,7 +24,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from darkroom.errors import DarkroomError, PayloadTooLarge, Unprocessable
-from darkroom.storage.staging import StagedFile, StagingFile
+from darkroom.storage.staging import SmallFile, StagedFile, StagingFile
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -35,7 +35,7 @@ class StreamedForm:
     """The text fields (every value, in order) and the staged file parts of one form."""
 
     fields: dict[str, list[str]] = field(default_factory=dict)
-    files: dict[str, list[StagedFile]] = field(default_factory=dict)
+    files: dict[str, list[StagedFile | SmallFile]] = field(default_factory=dict)
 
     def first(self, name: str) -> str | None:
         values = self.fields.get(name)
@@ -44,7 +44,16 @@ class StreamedForm:
     def discard(self) -> None:
         """Remove the staging files that were not stored (idempotent)."""
         for staged in (f for files in self.files.values() for f in files):
-            staged.path.unlink(missing_ok=True)
+            if isinstance(staged, StagedFile):
+                staged.path.unlink(missing_ok=True)
+
+
+SMALL_FILE_BYTES = 64 * 1024
+"""A file part of at most this many bytes is kept in memory (:class:`~darkroom.storage.staging.SmallFile`)
+instead of being staged in a file: it is checked on the event loop and stored with one write. A
+staging file costs four hand-offs to worker threads (create and write, fsync, check, move) and a
+removal; for the 95-byte image of bench figure 3 those were most of the upload's cost (tenth pass,
+bench/FINDINGS.md)."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +171,10 @@ class _Reader:
             await staging.write(chunk)
         finished, self.finished = self.finished, []
         for name, staging in finished:
-            # written; its fsync runs on while the rest of the body is read and the file checked
-            self.form.files.setdefault(name, []).append(await staging.complete())
+            # A small file stays in memory; a bigger one is written, and its fsync runs on while
+            # the rest of the body is read and the file checked
+            done = staging.take_small(SMALL_FILE_BYTES) or await staging.complete()
+            self.form.files.setdefault(name, []).append(done)
 
     def callbacks(self) -> MultipartCallbacks:
         return {

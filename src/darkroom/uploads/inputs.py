@@ -3,7 +3,8 @@
 Multipart files arrive as staging files (``uploads/form.py``): each is checked on the file itself
 (type from the magic bytes, pixel count from the header, structure; mapped read-only in a worker
 thread) while its fsync, started when its part ended, runs in another; once it is durable it is
-moved into storage (local: a rename; S3: an upload from the file). Direct
+moved into storage (local: a rename; S3: an upload from the file). Files of at most
+``form.SMALL_FILE_BYTES`` arrive in memory instead: checked at once, stored with one write. Direct
 uploads (``uploads/service.py``) arrive as bytes. Every stored key is deleted again when the
 request's transaction rolls back (any refusal after this point included).
 """
@@ -20,7 +21,7 @@ from darkroom import imaging
 from darkroom.context import AppContext
 from darkroom.errors import DarkroomError, Unprocessable, UnsupportedMediaType
 from darkroom.storage.keys import new_key
-from darkroom.storage.staging import StagedFile
+from darkroom.storage.staging import SmallFile, StagedFile
 from darkroom.tasks.service import Upload
 from darkroom.uow import on_rollback
 
@@ -32,21 +33,33 @@ def refusal(label: str, exc: imaging.ImageRejected) -> DarkroomError:
     return error(f"{label}: {exc.message}", code=exc.code)
 
 
-async def store_staged(ctx: AppContext, session: AsyncSession, staged: Sequence[StagedFile]) -> list[Upload]:
-    """Check every staged file, then store them all, each once it is durable. A refusal stores
-    nothing."""
+async def store_staged(
+    ctx: AppContext, session: AsyncSession, staged: Sequence[StagedFile | SmallFile]
+) -> list[Upload]:
+    """Check every file, then store them all, each once it is durable. A refusal stores nothing.
+
+    A staged file is checked in a worker thread and moved into storage; a small one (in memory)
+    is checked here, at once, and written under its key (``Storage.put``: it is durable when that
+    returns)."""
     infos = []
+    max_pixels = ctx.settings.max_pixels
     for f in staged:
         try:
-            infos.append(await asyncio.to_thread(imaging.check_upload_file, f.path, ctx.settings.max_pixels))
+            if isinstance(f, SmallFile):
+                infos.append(imaging.check_upload(f.data, max_pixels))
+            else:
+                infos.append(await asyncio.to_thread(imaging.check_upload_file, f.path, max_pixels))
         except imaging.ImageRejected as exc:
             raise refusal(f.name or "file", exc) from None
     out = []
     for f, info in zip(staged, infos, strict=True):
         key = new_key("inputs", f.name, info.content_type)
-        await f.durable()  # never under its key (nor in a committed task) before it is on disk
         on_rollback(session, partial(ctx.storage.delete, key))
-        await ctx.storage.put_file(key, f.path, info.content_type)
+        if isinstance(f, SmallFile):
+            await ctx.storage.put(key, f.data, info.content_type)
+        else:
+            await f.durable()  # never under its key (nor in a committed task) before it is on disk
+            await ctx.storage.put_file(key, f.path, info.content_type)
         out.append(Upload(name=f.name, key=key, size=f.size, info=info))
     return out
 
