@@ -15,9 +15,8 @@ class TaskAttempt(Base):
     __table_args__ = (UniqueConstraint("task_id", "attempt"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    task_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("ai_tasks.id", ondelete="CASCADE"), index=True
-    )
+    # no index of its own: the unique constraint above starts with it (migration 0006)
+    task_id: Mapped[str] = mapped_column(String(36), ForeignKey("ai_tasks.id", ondelete="CASCADE"))
     attempt: Mapped[int]
     status: Mapped[str] = mapped_column(String(16), default="pending")
     ai_provider: Mapped[str | None] = mapped_column(String(48))

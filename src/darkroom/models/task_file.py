@@ -15,9 +15,8 @@ class TaskFile(Base):
     __table_args__ = (UniqueConstraint("task_id", "role", "attempt", "position"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    task_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("ai_tasks.id", ondelete="CASCADE"), index=True
-    )
+    # no index of its own: the unique constraint above starts with it (migration 0006)
+    task_id: Mapped[str] = mapped_column(String(36), ForeignKey("ai_tasks.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(8))  # input | output
     attempt: Mapped[int] = mapped_column(default=0)  # 0 for inputs; the attempt that made an output
     position: Mapped[int]
