@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -107,6 +109,21 @@ class RssSampler:
 # --- servers --------------------------------------------------------------------------------------
 
 
+_scratch: list[Path] = []
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new, empty folder for one figure's data, removed when the bench process ends, not when
+    the figure does. Deleting a figure's thousands of files made the next figure's file creates
+    slow: for a few minutes after a file is deleted, ext4 skips its inode, one by one, when it
+    allocates a new one (``recently_deleted`` in the kernel's profile: 430 µs of CPU per file
+    created instead of ~25 µs, ~15 % of figure 3's server CPU; tenth pass, bench/FINDINGS.md)."""
+    if not _scratch:
+        _scratch.append(Path(tempfile.mkdtemp(prefix="darkroom-bench-")))
+        atexit.register(shutil.rmtree, _scratch[0], True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch[0]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,7 +133,7 @@ def free_port() -> int:
 @dataclass
 class Server:
     """A server process on loopback: ``bench.server`` (the app with the bench provider) or the real
-    ``darkroom serve``. Its data directory is a fresh temporary one."""
+    ``darkroom serve``. Its data directory is a fresh one (:func:`scratch_dir`)."""
 
     kind: str = "bench"  # "bench" | "darkroom"
     env_extra: dict[str, str] = field(default_factory=dict)
@@ -126,8 +143,7 @@ class Server:
     profile_to: Path | None = None  # run the server under pyinstrument, write its text report here
 
     def __post_init__(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="darkroom-bench-")
-        self.data_dir = Path(self.tmp.name)
+        self.data_dir = scratch_dir(f"server-{self.kind}-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -204,7 +220,6 @@ class Server:
                 self.proc.wait(10)
         if self.proc is not None:
             self.log.close()
-        self.tmp.cleanup()
 
     def __enter__(self) -> Server:
         return self.start()

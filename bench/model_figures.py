@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from bench.harness import median
+from bench.harness import median, scratch_dir
 from bench.report import Report, Row
 from darkroom import imaging
 from darkroom.providers.base import ProviderRequest
@@ -133,53 +131,52 @@ def _input(data: bytes) -> Any:
 
 async def model_operations(report: Report, repeats: int) -> None:
     data = photo_12mp()
-    with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as d:
-        storage = LocalStorage(Path(d), UrlSigner("bench-" + "s" * 40))
-        provider = LocalProvider(max_workers=1)
-        try:
-            cases = [
-                (
-                    "background_removal",
-                    {"background": "transparent"},
-                    bare_u2netp,
-                    "u2netp on its 1×3×320×320 input",
-                ),
-                ("style_transfer", {}, bare_style, "multistyle26 on the 1600×1200 working image"),
-            ]
-            for task_type, params, bare_fn, bare_label in cases:
-                whole, store, bare, out = await product_time(
-                    provider, storage, task_type, params, data, repeats, bare_fn(data)
-                )
-                share = (whole - bare) / whole
-                report.add(
-                    Row(
-                        "7",
-                        f"{task_type} on a 12 MP (4000×3000) JPEG: provider run (process pool) + store",
-                        f"{whole:.2f} s (store {store * 1000:.0f} ms; output {out.content_type}, "
-                        f"{out.size / 2**20:.1f} MB, {out.width}×{out.height})",
-                        f"{bare:.3f} s: {bare_label} (onnxruntime, same process settings)",
-                        f"overhead {share:.0%} of the whole",
-                        "overhead ≤ 25 %",
-                        share <= 0.25,
-                        f"medians of {repeats} after one warm-up run, the product run and the bare call "
-                        "alternating; the model process and this process use the same onnxruntime "
-                        "thread settings",
-                    )
-                )
-            whole, store, _, out = await product_time(
-                provider, storage, "color_enhancement", {"enhancement": "auto"}, data, repeats
+    storage = LocalStorage(scratch_dir("models-"), UrlSigner("bench-" + "s" * 40))
+    provider = LocalProvider(max_workers=1)
+    try:
+        cases = [
+            (
+                "background_removal",
+                {"background": "transparent"},
+                bare_u2netp,
+                "u2netp on its 1×3×320×320 input",
+            ),
+            ("style_transfer", {}, bare_style, "multistyle26 on the 1600×1200 working image"),
+        ]
+        for task_type, params, bare_fn, bare_label in cases:
+            whole, store, bare, out = await product_time(
+                provider, storage, task_type, params, data, repeats, bare_fn(data)
             )
+            share = (whole - bare) / whole
             report.add(
                 Row(
                     "7",
-                    "color_enhancement (auto) on the same photo: provider run + store",
-                    f"{whole:.2f} s (output {out.content_type}, {out.size / 2**20:.1f} MB)",
-                    "— (no model: the operation is all our code)",
-                    notes="reported for completeness",
+                    f"{task_type} on a 12 MP (4000×3000) JPEG: provider run (process pool) + store",
+                    f"{whole:.2f} s (store {store * 1000:.0f} ms; output {out.content_type}, "
+                    f"{out.size / 2**20:.1f} MB, {out.width}×{out.height})",
+                    f"{bare:.3f} s: {bare_label} (onnxruntime, same process settings)",
+                    f"overhead {share:.0%} of the whole",
+                    "overhead ≤ 25 %",
+                    share <= 0.25,
+                    f"medians of {repeats} after one warm-up run, the product run and the bare call "
+                    "alternating; the model process and this process use the same onnxruntime "
+                    "thread settings",
                 )
             )
-        finally:
-            await provider.aclose()
+        whole, store, _, out = await product_time(
+            provider, storage, "color_enhancement", {"enhancement": "auto"}, data, repeats
+        )
+        report.add(
+            Row(
+                "7",
+                "color_enhancement (auto) on the same photo: provider run + store",
+                f"{whole:.2f} s (output {out.content_type}, {out.size / 2**20:.1f} MB)",
+                "— (no model: the operation is all our code)",
+                notes="reported for completeness",
+            )
+        )
+    finally:
+        await provider.aclose()
 
 
 # --- figure 8 --------------------------------------------------------------------------------------
