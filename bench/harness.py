@@ -117,7 +117,7 @@ def scratch_dir(prefix: str) -> Path:
     the figure does. Deleting a figure's thousands of files made the next figure's file creates
     slow: for a few minutes after a file is deleted, ext4 skips its inode, one by one, when it
     allocates a new one (``recently_deleted`` in the kernel's profile: 430 µs of CPU per file
-    created instead of ~25 µs, ~15 % of figure 3's server CPU; tenth pass, bench/FINDINGS.md)."""
+    created instead of ~25 µs: ~13 % of figure 3's server CPU; tenth pass, bench/FINDINGS.md)."""
     if not _scratch:
         _scratch.append(Path(tempfile.mkdtemp(prefix="darkroom-bench-")))
         atexit.register(shutil.rmtree, _scratch[0], True)

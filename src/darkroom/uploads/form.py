@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class StreamedForm:
-    """The text fields (every value, in order) and the staged file parts of one form."""
+    """The text fields (every value, in order) and the file parts of one form: staged in files,
+    or kept in memory when small (:data:`SMALL_FILE_BYTES`)."""
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[StagedFile | SmallFile]] = field(default_factory=dict)
