@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def test_submit_wait_saves_results_with_a_token_from_the_environment(server: Ser
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "created" in r.stdout and "completed" in r.stdout
+    cost = re.search(r"cost (\d+) (credits?)\b", r.stdout)
+    assert cost is not None, r.stdout
+    assert cost[2] == ("credit" if cost[1] == "1" else "credits"), r.stdout  # "cost 1 credit"
     saved = sorted(out.iterdir())
     assert [p.suffix for p in saved] == [".jpg", ".png"]
     assert open_image(saved[0].read_bytes()).size == (320, 240)

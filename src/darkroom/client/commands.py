@@ -81,8 +81,10 @@ def submit(
     try:
         with _client(server, token, email, password) as client:
             task = client.create_task(list(files), task_type, parameters)
+            cost = task["cost"]
             click.echo(
-                f"task {task['taskNo']} ({task['id']}) created: {task['status']}, cost {task['cost']} credits"
+                f"task {task['taskNo']} ({task['id']}) created: {task['status']}, "
+                f"cost {cost} credit{'' if cost == 1 else 's'}"
             )
             if not (wait or out):
                 return
