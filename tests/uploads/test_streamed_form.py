@@ -268,6 +268,34 @@ async def test_a_file_is_stored_under_its_key_only_once_its_fsync_returned(
     assert [p.read_bytes() for p in _leftovers(tmp_path)] == [image]
 
 
+async def _read_one_file(
+    staging_dir: Path, data: bytes, *, chunk: int | None = None, boundary: str | None = None
+) -> Any:
+    """``read_form`` on a form with one file part, its body received in pieces of ``chunk``
+    bytes (all at once by default): the form and its one file part."""
+    body, headers = multipart(("taskType", b"x"), ("files", data, "a.jpg"), boundary=boundary)
+    size = chunk or len(body)
+    messages = iter(
+        [
+            {"type": "http.request", "body": body[i : i + size], "more_body": True}
+            for i in range(0, len(body), size)
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.request", "body": b"", "more_body": False})
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-type", headers["Content-Type"].encode())],
+    }
+    form = await read_form(Request(scope, receive), staging_dir, FormLimits(10 * 2**20, 10, 5))
+    (part,) = form.files["files"]
+    return form, part
+
+
 async def test_parts_split_anywhere_are_staged_byte_for_byte(tmp_path: Path) -> None:
     """python-multipart hands file data to the reader as pieces of the received chunks and of the
     boundary (a partial boundary match that was data after all): staged as views, not copies,
@@ -280,26 +308,8 @@ async def test_parts_split_anywhere_are_staged_byte_for_byte(tmp_path: Path) -> 
         (4096, head * 20),
         (65536, head + secrets.token_bytes(3 * 2**20)),
     ]:
-        body, headers = multipart(("taskType", b"x"), ("files", data, "a.jpg"), boundary=boundary)
-        messages = iter(
-            [
-                {"type": "http.request", "body": body[i : i + chunk], "more_body": True}
-                for i in range(0, len(body), chunk)
-            ]
-        )
-
-        async def receive(messages: Any = messages) -> dict[str, Any]:
-            return next(messages, {"type": "http.request", "body": b"", "more_body": False})
-
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/",
-            "headers": [(b"content-type", headers["Content-Type"].encode())],
-        }
-        form = await read_form(Request(scope, receive), tmp_path, FormLimits(10 * 2**20, 10, 5))
+        form, staged = await _read_one_file(tmp_path, data, chunk=chunk, boundary=boundary)
         try:
-            (staged,) = form.files["files"]
             if len(data) <= SMALL_FILE_BYTES:
                 assert isinstance(staged, SmallFile) and staged.data == data, chunk
             else:
@@ -308,24 +318,6 @@ async def test_parts_split_anywhere_are_staged_byte_for_byte(tmp_path: Path) -> 
                 assert staged.path.read_bytes() == data, chunk
         finally:
             form.discard()
-
-
-async def _read_one_file(staging_dir: Path, data: bytes) -> Any:
-    body, headers = multipart(("taskType", b"x"), ("files", data, "a.jpg"))
-    sent = iter([{"type": "http.request", "body": body, "more_body": False}])
-
-    async def receive() -> dict[str, Any]:
-        return next(sent)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/",
-        "headers": [(b"content-type", headers["Content-Type"].encode())],
-    }
-    form = await read_form(Request(scope, receive), staging_dir, FormLimits(10 * 2**20, 10, 5))
-    (part,) = form.files["files"]
-    return form, part
 
 
 async def test_a_small_file_stays_in_memory_and_a_bigger_one_is_staged(tmp_path: Path) -> None:

@@ -334,11 +334,8 @@ class LocalProvider:
 
 def _discard_staged(future: concurrent.futures.Future[OutputImage | StagedOutput]) -> None:
     """Remove the file of a finished input whose result is not used (a done callback)."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    result = future.result()
-    if isinstance(result, StagedOutput):
-        result.path.unlink(missing_ok=True)
+    if not future.cancelled() and future.exception() is None:
+        discard_staged([future.result()])
 
 
 async def _shutdown_pool(pool: concurrent.futures.ProcessPoolExecutor, grace: float) -> None:
