@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import atexit
+import fcntl
 import os
 import shutil
 import signal
@@ -17,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -117,11 +119,41 @@ def scratch_dir(prefix: str) -> Path:
     the figure does. Deleting a figure's thousands of files made the next figure's file creates
     slow: for a few minutes after a file is deleted, ext4 skips its inode, one by one, when it
     allocates a new one (``recently_deleted`` in the kernel's profile: 430 µs of CPU per file
-    created instead of ~25 µs: ~13 % of figure 3's server CPU; tenth pass, bench/FINDINGS.md)."""
+    created instead of ~25 µs: ~13 % of figure 3's server CPU; tenth pass, bench/FINDINGS.md).
+    The same held across runs: each run's folder landed in the block group of the one before,
+    whose files had just been deleted (17 % of figure 3's server CPU in a run started 100 s after
+    the last; eleventh pass), so the runs' folders are made in :func:`_runs_folder`."""
     if not _scratch:
-        _scratch.append(Path(tempfile.mkdtemp(prefix="darkroom-bench-")))
+        _scratch.append(Path(tempfile.mkdtemp(prefix="run-", dir=_runs_folder())))
         atexit.register(shutil.rmtree, _scratch[0], True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch[0]))
+
+
+_FS_IOC_GETFLAGS: Final = 0x80086601
+_FS_IOC_SETFLAGS: Final = 0x40086602
+_FS_TOPDIR_FL: Final = 0x00020000
+
+
+def _runs_folder() -> Path:
+    """``<tmp>/darkroom-bench``, marked as the top of directory hierarchies (``chattr +T``) where
+    the file system has that flag: ext4 then puts each new folder in it in a block group of its own
+    choosing (the Orlov allocator spreads top-level folders), instead of next to its parent, so a
+    run does not allocate its inodes among those the last run just deleted. Best effort: without
+    the flag the folders are still made (and the figures pay for the last run's deletions)."""
+    folder = Path(tempfile.gettempdir()) / "darkroom-bench"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & _FS_TOPDIR_FL:
+            flags[0] |= _FS_TOPDIR_FL
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
+    except OSError:
+        pass  # not ext2/3/4 (tmpfs, btrfs, ...): nothing to do
+    finally:
+        os.close(fd)
+    return folder
 
 
 def free_port() -> int:

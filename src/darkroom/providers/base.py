@@ -87,6 +87,11 @@ class InputImage:
     data: bytes
     content_type: str  # sniffed from the bytes: image/jpeg | image/png | image/webp
     name: str = ""
+    # The same bytes as a file on this machine (local-disk storage), or None. A provider that hands
+    # the input to another process on this machine may send the path instead of the bytes: the
+    # local provider's model processes read the file (the 2.3 MB photo of bench figure 7 took
+    # ~6 ms through the process pool's pipe; bench/FINDINGS.md, eleventh pass).
+    path: Path | None = None
 
 
 @dataclass(frozen=True)

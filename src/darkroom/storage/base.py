@@ -43,6 +43,11 @@ class Storage(Protocol):
 
     async def get(self, key: str) -> bytes: ...
 
+    def local_path(self, key: str) -> Path | None:
+        """The object's file on this machine (local-disk storage), or None (S3). Objects are
+        never rewritten in place, so the file holds what :meth:`get` returns."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error."""
         ...

@@ -112,6 +112,9 @@ class LocalStorage:
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
 
+    def local_path(self, key: str) -> Path | None:
+        return self.path_of(key)
+
     async def delete(self, key: str) -> None:
         path = self.path_of(key)
         await asyncio.to_thread(path.unlink, True)

@@ -126,6 +126,9 @@ class S3Storage:
         finally:
             body.close()
 
+    def local_path(self, key: str) -> Path | None:
+        return None  # the objects are on the S3 server
+
     async def delete(self, key: str) -> None:
         await self._call("delete_object", Key=key)
 

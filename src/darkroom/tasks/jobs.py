@@ -39,12 +39,12 @@ from darkroom.models import Task, TaskAttempt, TaskStatus, tables
 from darkroom.models.base import new_id
 from darkroom.providers.base import (
     FAILOVER_CODES,
-    InputImage,
     Provider,
     ProviderError,
     ProviderRequest,
     ProviderResult,
 )
+from darkroom.providers.inputs import load_input
 from darkroom.providers.outputs import discard_staged, store_output
 from darkroom.storage.base import ObjectNotFound
 from darkroom.tasks.events import (
@@ -448,11 +448,7 @@ class TaskRunner:
             return TaskFailure("provider_unavailable", f"The provider {claim.provider!r} is not configured.")
         try:
             inputs = [
-                InputImage(
-                    data=await self.ctx.storage.get(f.storage_key),
-                    content_type=f.content_type,
-                    name=f.original_name or "",
-                )
+                await load_input(self.ctx.storage, f.storage_key, f.content_type, f.original_name or "")
                 for f in claim.inputs
             ]
         except ObjectNotFound:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,6 +248,21 @@ def test_corrupt_input_raises_image_rejected() -> None:
     with pytest.raises(ImageRejected) as err:
         operations.run_operation("color_enhancement", data[:300], {"enhancement": "auto"}, max_pixels=MAX)
     assert err.value.code == "corrupt_image"
+
+
+def test_input_from_a_file_gives_the_same_result(tmp_path: Path) -> None:
+    """The provider sends a stored input's path when it has one; the worker reads the file."""
+    data = photo_bytes(160, 120, seed=3)
+    (tmp_path / "in.jpg").write_bytes(data)
+    from_file = operations.run_operation("background_removal", tmp_path / "in.jpg", {}, max_pixels=MAX)
+    from_bytes = operations.run_operation("background_removal", data, {}, max_pixels=MAX)
+    assert isinstance(from_file, OutputImage) and isinstance(from_bytes, OutputImage)
+    assert from_file.data == from_bytes.data
+
+
+def test_input_file_gone_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(operations.OperationInputError, match="no longer in storage"):
+        operations.run_operation("color_enhancement", tmp_path / "deleted.jpg", {}, max_pixels=MAX)
 
 
 def test_unknown_task_type() -> None:

@@ -191,6 +191,25 @@ async def test_outputs_are_written_to_the_output_dir(provider: LocalProvider, tm
     assert sorted(staged_dir.iterdir()) == sorted(files)
 
 
+async def test_an_input_with_a_file_is_read_from_it(provider: LocalProvider, tmp_path: Path) -> None:
+    """An input stored on this machine goes to the model process as its path, not its bytes:
+    here the bytes given are not even an image, and the file's photo is what gets processed."""
+    photo = photo_bytes(200, 150, seed=4)
+    (tmp_path / "in.jpg").write_bytes(photo)
+    by_path = InputImage(data=b"not sent", content_type="image/jpeg", path=tmp_path / "in.jpg")
+    request_with_file = dataclasses.replace(
+        request("color_enhancement", photo, enhancement="warm"), inputs=[by_path]
+    )
+    from_file = await provider.run(request_with_file, Progress())
+    from_bytes = await provider.run(request("color_enhancement", photo, enhancement="warm"), Progress())
+    [a], [b] = from_file.outputs, from_bytes.outputs
+    assert isinstance(a, OutputImage) and isinstance(b, OutputImage)
+    assert a.data == b.data
+    (tmp_path / "in.jpg").unlink()
+    with pytest.raises(InvalidInput, match="no longer in storage"):
+        await provider.run(request_with_file, Progress())
+
+
 async def _settled(provider: LocalProvider) -> None:
     """Wait until the pool's one worker has finished whatever it was given before."""
     await provider.run(request("color_enhancement", photo_bytes(16, 16), enhancement="cool"), Progress())

@@ -253,7 +253,7 @@ class LocalProvider:
                 pool.submit(
                     operations.run_operation,
                     task_type,
-                    image.data,
+                    image.data if image.path is None else image.path,
                     params,
                     max_pixels=self.max_pixels,
                     extra_input=extra,
