@@ -393,12 +393,13 @@ def run_operation(
     7 here takes ~1 ms, sending it through the pool's pipe ~6 ms (eleventh pass). A file that is
     gone (the task was deleted meanwhile) raises :class:`OperationInputError`.
     """
-    data = _read_source(source)
-    out = _run(task_type, data, parameters, max_pixels=max_pixels, extra_input=extra_input)
-    if output_dir is None:
-        return out
-    path = staging.write_durable(output_dir, out.data)
-    return StagedOutput(path, out.content_type, out.width, out.height, len(out.data))
+    with models.in_use():
+        data = _read_source(source)
+        out = _run(task_type, data, parameters, max_pixels=max_pixels, extra_input=extra_input)
+        if output_dir is None:
+            return out
+        path = staging.write_durable(output_dir, out.data)
+        return StagedOutput(path, out.content_type, out.width, out.height, len(out.data))
 
 
 def _read_source(source: bytes | Path) -> bytes:
