@@ -198,12 +198,15 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from darkroom.heap import freeze_startup_objects
     from darkroom.logs import configure_logging
 
     configure_logging(settings.log_level)
+    app = build_app(settings)
+    freeze_startup_objects()  # as `darkroom serve` does
     # the same uvicorn options as `darkroom serve`
     uvicorn.run(
-        build_app(settings),
+        app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

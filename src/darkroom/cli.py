@@ -63,6 +63,7 @@ def serve(
     import uvicorn
 
     from darkroom.app import create_app
+    from darkroom.heap import freeze_startup_objects
     from darkroom.logs import configure_logging
 
     settings = _settings(host=host, port=port, run_workers=run_workers, worker_concurrency=worker_concurrency)
@@ -72,8 +73,10 @@ def serve(
         f"Darkroom {__version__} on http://{settings.host}:{settings.port}  (data: {settings.data_dir})"
     )
     click.echo(f"API docs: http://{settings.host}:{settings.port}/docs")
+    app = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -94,6 +97,7 @@ def worker(concurrency: int | None) -> None:
 
     Start as many as you like, on any machine that reaches the database, the broker and the storage.
     """
+    from darkroom.heap import freeze_startup_objects
     from darkroom.logs import configure_logging
     from darkroom.queue.worker import run_worker
 
@@ -101,6 +105,7 @@ def worker(concurrency: int | None) -> None:
     if not settings.broker_url:
         raise click.ClickException("set DARKROOM_BROKER_URL (redis://… or amqp://…) to run workers")
     configure_logging(settings.log_level)
+    freeze_startup_objects()
     run_worker(settings, settings.worker_concurrency)
 
 
