@@ -84,3 +84,20 @@ print(faults[1], memory.give_back_freed_memory())
     assert second_run("plain")[0] > 10_000
     kept, gave_back = second_run("keep")
     assert kept < 1_000 and gave_back == "True"
+
+
+def test_the_heap_settings_start_no_process() -> None:
+    """The C library is the process's own: looking it up by name (``ctypes.util.find_library``)
+    ran ``ldconfig`` in a new process, ~4 ms, at start-up and at every idle release."""
+    script = """
+import sys
+started = []
+sys.addaudithook(lambda event, args: started.append(event) if event == "subprocess.Popen" else None)
+from darkroom.providers.local import memory
+assert memory.keep_freed_memory()
+memory.give_back_freed_memory()
+memory.give_back_freed_memory()
+print(len(started))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["0"]

@@ -13,7 +13,7 @@ kernel when the process is idle. On a C library without these calls (not glibc) 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+from functools import cache
 from typing import Any, Final
 
 M_TRIM_THRESHOLD: Final = -1
@@ -23,12 +23,12 @@ MMAP_THRESHOLD_BYTES: Final = 32 << 20
 TRIM_THRESHOLD_BYTES: Final = 1 << 30
 
 
+@cache
 def _libc() -> Any | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library this process already runs on (its symbols, looked up in the process itself:
+    ``ctypes.util.find_library`` would start ``ldconfig`` for a name, ~4 ms, at every call)."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
