@@ -4,7 +4,6 @@ processes (the product's worker with the bench provider), all on a fresh Postgre
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import subprocess
@@ -24,8 +23,9 @@ from bench.api_figures import (
     _wait_completed,
     dispatch_row,
     small_png,
+    submit_request,
 )
-from bench.harness import ROOT, Server, cpu_seconds, register
+from bench.harness import ROOT, Server, cpu_seconds, post_many, register
 from bench.report import Report, Row
 
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -119,20 +119,13 @@ async def _dispatch(server: Server, token: str, n: int, marks_file: Path) -> lis
 
 
 async def _throughput(server: Server, token: str, n: int, concurrency: int, delay: float = 0.0) -> float:
-    data = small_png()
+    headers, body = submit_request(token, small_png(), delay)
     async with _client(server, token, concurrency) as client:
         done_before = await _completed_count(client)
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(n):
-            queue.put_nowait(i)
-
-        async def submitter() -> None:
-            while not queue.empty():
-                queue.get_nowait()
-                await _submit(client, data, delay)
-
         t0 = time.perf_counter()
-        await asyncio.gather(*(submitter() for _ in range(concurrency)))
+        counts = await post_many(server.port, "/api/tasks", headers, body, total=n, connections=concurrency)
+        if set(counts) != {201}:
+            raise RuntimeError(f"submits answered {counts}")
         await _until_completed(client, done_before + n)
         return n / (time.perf_counter() - t0)
 

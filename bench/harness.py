@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -266,7 +266,7 @@ def register(url: str, email: str = "bench@example.com") -> str:
     return str(r.json()["data"]["accessToken"])
 
 
-# --- a lean HTTP/1.1 keep-alive GET client (the load generator for request-rate figures) ---------
+# --- a lean HTTP/1.1 keep-alive client (the load generator for request-rate figures) -------------
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -281,24 +281,18 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def get_rate(
-    port: int, path: str, headers: dict[str, str], *, connections: int, seconds: float
-) -> tuple[float, dict[int, int], float]:
-    """Hammer ``GET path`` over ``connections`` keep-alive connections for ``seconds``.
-
-    Returns (requests per second, count by status, this process's CPU seconds spent).
-    Raw sockets, not httpx, so that the generator takes as little of the shared CPU as possible.
-    """
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
-    counts: dict[int, int] = {}
-    stop_at = 0.0
+async def _keep_alive(
+    port: int, request: bytes, connections: int, more: Callable[[], bool], counts: dict[int, int]
+) -> int:
+    """Send ``request`` (a whole HTTP/1.1 request) over ``connections`` keep-alive connections, each
+    sending the next one when the last answer has been read, while ``more()``; count the answers'
+    statuses in ``counts``. Returns how many were answered."""
 
     async def conn() -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         n = 0
         try:
-            while time.perf_counter() < stop_at:
+            while more():
                 writer.write(request)
                 status = await _read_response(reader)
                 counts[status] = counts.get(status, 0) + 1
@@ -307,16 +301,58 @@ async def get_rate(
             writer.close()
         return n
 
+    return sum(await asyncio.gather(*(conn() for _ in range(connections))))
+
+
+def _request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    length = f"Content-Length: {len(body)}\r\n" if body or method != "GET" else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}{length}\r\n".encode() + body
+
+
+async def get_rate(
+    port: int, path: str, headers: dict[str, str], *, connections: int, seconds: float
+) -> tuple[float, dict[int, int], float]:
+    """Hammer ``GET path`` over ``connections`` keep-alive connections for ``seconds``.
+
+    Returns (requests per second, count by status, this process's CPU seconds spent).
+    Raw sockets, not httpx, so that the generator takes as little of the shared CPU as possible.
+    """
+    request = _request_bytes("GET", path, headers)
+    counts: dict[int, int] = {}
+    stop_at = 0.0
+
+    def more() -> bool:
+        return time.perf_counter() < stop_at
+
     # warm-up, then the measured run
     stop_at = time.perf_counter() + min(0.5, seconds / 4)
-    await asyncio.gather(*(conn() for _ in range(connections)))
+    await _keep_alive(port, request, connections, more, counts)
     counts.clear()
     cpu0 = self_cpu()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
-    total = sum(await asyncio.gather(*(conn() for _ in range(connections))))
+    total = await _keep_alive(port, request, connections, more, counts)
     elapsed = time.perf_counter() - t0
     return total / elapsed, counts, self_cpu() - cpu0
+
+
+async def post_many(
+    port: int, path: str, headers: dict[str, str], body: bytes, *, total: int, connections: int
+) -> dict[int, int]:
+    """``POST path`` with ``body`` exactly ``total`` times over ``connections`` keep-alive
+    connections (raw sockets, as :func:`get_rate`); returns the count by status. ``headers`` must
+    include the body's ``Content-Type``."""
+    request = _request_bytes("POST", path, headers, body)
+    counts: dict[int, int] = {}
+    left = [total]
+
+    def more() -> bool:
+        left[0] -= 1
+        return left[0] >= 0
+
+    await _keep_alive(port, request, connections, more, counts)
+    return counts
 
 
 def loadavg() -> str:
