@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    DateTime,
     Integer,
     MetaData,
     String,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from darkroom.db import Database, DriverStatement, execute
@@ -209,3 +211,49 @@ async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_
         assert ids == ["r1", "r2", "r3"]
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 11, 29, 7, 30, 15, 123456, tzinfo=UTC),
+        datetime(2026, 11, 29, 7, 30, 15, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 3, 1, 0, 30, 0, 5, tzinfo=timezone(timedelta(hours=2))),  # the day before in UTC
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_utc_datetimes_are_stored_on_sqlite_as_sqlalchemy_writes_them(when: datetime) -> None:
+    # existing rows were written by SQLAlchemy's DATETIME; SQLite compares them to new ones as text
+    column = UTCDateTime()
+    dialect = sqlite_dialect()
+    sqlalchemy_datetime = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert sqlalchemy_datetime is not None
+    expected = sqlalchemy_datetime(column.process_bind_param(when, dialect))
+    fast = column.bind_processor(dialect)
+    assert fast is not None
+    assert fast(when) == expected
+    assert fast(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        fast(when.replace(tzinfo=None))
+
+
+async def test_utc_datetimes_round_trip_and_compare_on_sqlite(tmp_path: Path) -> None:
+    meta = MetaData()
+    items = Table(
+        "stamps", meta, Column("id", Integer, primary_key=True), Column("at", UTCDateTime, nullable=False)
+    )
+    earlier = datetime(2026, 11, 29, 7, 30, 15, tzinfo=UTC)
+    later = datetime(2026, 11, 29, 9, 30, 15, 1, tzinfo=timezone(timedelta(hours=2)))  # 07:30:15.000001 UTC
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'stamps.db'}")
+    try:
+        async with db.transaction() as s:
+            await s.run_sync(lambda sync: meta.create_all(sync.connection()))
+            await s.execute(insert(items), [{"id": 1, "at": earlier}, {"id": 2, "at": later}])
+        async with db.transaction(write=False) as s:
+            rows = (await s.execute(select(items.c.id, items.c.at).where(items.c.at > earlier))).all()
+            stored = (await s.execute(text("SELECT at FROM stamps ORDER BY id"))).scalars().all()
+    finally:
+        await db.dispose()
+    assert [(r.id, r.at) for r in rows] == [(2, later)]
+    assert rows[0].at.tzinfo is UTC
+    assert stored == ["2026-11-29 07:30:15.000000", "2026-11-29 07:30:15.000001"]
