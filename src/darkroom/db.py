@@ -78,14 +78,17 @@ def _configure_postgres(engine: AsyncEngine, ping_idle_after: float) -> None:
                 raise DisconnectionError(str(exc)) from exc
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, checkpointer: WalCheckpointer | None = None) -> None:
     # the connection's pragmas are set by ``sqlite_inline.connector``
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # straight to the driver: a statement through SQLAlchemy's execution path costs more than
         # SQLite's own BEGIN (four per task; bench figure 3). ``run`` waits out another process's lock.
         inline: sqlite_inline.InlineConnection = conn.connection.driver_connection
-        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+        write = conn.get_execution_options().get(WRITE_OPTION)
+        if write and checkpointer is not None and checkpointer.restart_pending:
+            await_only(checkpointer.yield_to_restart())  # the WAL is being started over
+        sql = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
             await_only(inline.run(inline.execute_now, sql))
         except sqlite3.Error as exc:  # as SQLAlchemy would raise it ("database is locked": OperationalError)
@@ -271,12 +274,12 @@ class Database:
             # handler (1, 2, 5, 10 ... 100 ms polls), which under load made the pipeline
             # mostly wait (bench figures 2 and 3). Other processes still meet the busy timeout.
             self.write_engine = sqlite_engine(pool_size=1, max_overflow=0, pool_timeout=60)
-            _configure_sqlite(self.write_engine)
+            self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
+            _configure_sqlite(self.write_engine, self.checkpointer)
             self.owned_engines = [self.engine, self.write_engine]
             # ``fetch_single``'s connection: a read runs from execute to the last row without
             # leaving the event loop, so one connection serves every such read of the process
             self._open_reader = sqlite_inline.connector(path, timeout=lock_timeout)
-            self.checkpointer = WalCheckpointer(path) if path != ":memory:" else None
             if self.checkpointer is not None:
                 checkpointer = self.checkpointer
 
