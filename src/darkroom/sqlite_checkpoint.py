@@ -12,8 +12,9 @@ reader or writer is busy it just tries again next time). SQLite releases the GIL
 A PASSIVE checkpoint never lets the WAL start over while writes go on: the writers add frames
 while it copies, so it never finds every frame copied, and SQLite only writes from the WAL's start
 again after a checkpoint that did. Under a steady write load the WAL grew by ~200 KB per task
-without end (311 MB in the 7 s of bench figure 3; 25 MB at most with this), and every page a statement reads is looked up
-in a WAL index that grows with it. So once the WAL holds :data:`RESTART_BYTES`, a RESTART
+without end (311 MB in the 7 s of bench figure 3; 25 MB at most with this), and every page a
+statement reads is looked up in a WAL index that grows with it. So once the WAL holds
+:data:`RESTART_BYTES`, a RESTART
 checkpoint follows the PASSIVE one: it waits (at most :data:`RESTART_WAIT_MS`) for the writer of
 the moment and for readers of older snapshots, copies the few frames added since, and makes the
 next writer start the WAL over. New writers wait meanwhile; readers do not. This process's
