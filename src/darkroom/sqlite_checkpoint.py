@@ -14,14 +14,14 @@ while it copies, so it never finds every frame copied, and SQLite only writes fr
 again after a checkpoint that did. Under a steady write load the WAL grew by ~200 KB per task
 without end (311 MB in the 7 s of bench figure 3; 25 MB at most with this), and every page a
 statement reads is looked up in a WAL index that grows with it. So once the WAL holds
-:data:`RESTART_BYTES`, a RESTART
-checkpoint follows the PASSIVE one: it waits (at most :data:`RESTART_WAIT_MS`) for the writer of
-the moment and for readers of older snapshots, copies the few frames added since, and makes the
-next writer start the WAL over. New writers wait meanwhile; readers do not. This process's
-writers wait before they begin (``restart_pending``, :meth:`WalCheckpointer.yield_to_restart`):
-queued back to back on the write connection they would otherwise leave SQLite's lock free only
-for microseconds, and the checkpoint, polling for it, would rarely get it. Another process's
-writers get SQLITE_BUSY, which ``sqlite_inline`` retries after short async sleeps.
+:data:`RESTART_BYTES`, a RESTART checkpoint follows the PASSIVE one: it waits (at most
+:data:`RESTART_WAIT_MS`) for the writer of the moment and for readers of older snapshots, copies
+the few frames added since, and makes the next writer start the WAL over. New writers wait
+meanwhile; readers do not. This process's writers wait before they begin (``restart_pending``,
+:meth:`WalCheckpointer.yield_to_restart`): queued back to back on the write connection they would
+otherwise leave SQLite's lock free only for microseconds, and the checkpoint, polling for it,
+would rarely get it. Another process's writers get SQLITE_BUSY, which ``sqlite_inline`` retries
+after short async sleeps.
 """
 
 from __future__ import annotations
