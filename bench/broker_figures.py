@@ -216,7 +216,8 @@ async def _scaling_figure(sizes: Sizes, report: Report) -> None:
             f"{rates[2] / rates[1]:.2f}× from 1 to 2 workers",
             "—",
             None,
-            f"{sizes.broker_throughput_tasks} tasks from 16 concurrent clients to one API process; "
+            f"{sizes.broker_throughput_tasks} tasks over 16 keep-alive connections (raw-socket "
+            "generator) to one API process; "
             "each worker process has 8 Dramatiq threads; API, workers, PostgreSQL, Redis and the load "
             "generator share the machine's 2 cores, which a no-op task saturates with one worker: "
             "a second worker on the same cores cannot add throughput (next row for one that can)",
@@ -233,7 +234,7 @@ async def _scaling_figure(sizes: Sizes, report: Report) -> None:
             f"{slow_rates[2] / slow_rates[1]:.2f}× from 1 to 2 workers",
             "—",
             None,
-            f"{slow_tasks} tasks from 32 concurrent clients to one API process; the provider waits "
+            f"{slow_tasks} tasks over 32 keep-alive connections to one API process; the provider waits "
             "(as on a remote API or GPU server) instead of using this machine's CPU, so each worker "
             "process's 8 concurrent tasks are the limit and a second process doubles it",
         )
