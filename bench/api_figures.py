@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -75,12 +76,16 @@ def _ms(s: float) -> str:
     return f"{s * 1000:.1f} ms"
 
 
+def _submit_form(data: bytes, delay: float, name: str) -> dict[str, Any]:
+    """The multipart form of a bench task's submit: the image and the bench provider's parameters."""
+    return {
+        "files": {"files": (name, data)},
+        "data": {"taskType": TASK_TYPE, "parameters": json.dumps({"delay": delay})},
+    }
+
+
 async def _submit(client: httpx.AsyncClient, data: bytes, delay: float = 0.0, name: str = "a.png") -> str:
-    r = await client.post(
-        "/api/tasks",
-        files={"files": (name, data)},
-        data={"taskType": TASK_TYPE, "parameters": json.dumps({"delay": delay})},
-    )
+    r = await client.post("/api/tasks", **_submit_form(data, delay, name))
     if r.status_code != 201:
         raise RuntimeError(f"submit failed: {r.status_code} {r.text[:300]}")
     return str(r.json()["data"]["id"])
@@ -211,12 +216,7 @@ def submit_request(
 ) -> tuple[dict[str, str], bytes]:
     """The headers and multipart body of :func:`_submit`'s request, encoded once by httpx (for the
     raw-socket generator: :func:`bench.harness.post_many`)."""
-    request = httpx.Request(
-        "POST",
-        "http://127.0.0.1/api/tasks",
-        files={"files": (name, data)},
-        data={"taskType": TASK_TYPE, "parameters": json.dumps({"delay": delay})},
-    )
+    request = httpx.Request("POST", "http://127.0.0.1/api/tasks", **_submit_form(data, delay, name))
     body = request.read()
     return {"Authorization": f"Bearer {token}", "Content-Type": request.headers["Content-Type"]}, body
 
