@@ -219,7 +219,7 @@ async def execute(
     """Run a hot-path Core statement in ``session``'s transaction. On SQLite it goes straight to
     the transaction's driver connection (``DriverStatement.bound``; the result is a
     ``DriverResult``): SQLAlchemy's execution of a statement cost several times SQLite's own
-    work on the task pipeline's ~18 statements per task (bench figure 3). On PostgreSQL
+    work on the task pipeline's ~17 statements per task (bench figure 3). On PostgreSQL
     SQLAlchemy runs it (asyncpg's transaction is begun by SQLAlchemy's first statement)."""
     db: Database | None = session.info.get(_DB_KEY)
     if db is None or not db.is_sqlite:

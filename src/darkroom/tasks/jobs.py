@@ -52,6 +52,7 @@ from darkroom.tasks.events import (
     close_attempt,
     end_attempt,
     insert_event,
+    next_event_id,
     notify_committed,
     record,
     touch,
@@ -133,7 +134,7 @@ _CLAIMED = (
     _t.c.cost,
     _t.c.ai_task_id,
 )
-_CLAIM = DriverStatement(
+_CLAIM = DriverStatement(  # SQLite (PostgreSQL: ``_CLAIM_PG``)
     update(_t)
     .where(_CLAIMABLE, _t.c.claim_count < bindparam("b_max_claims"))
     .values(
@@ -146,8 +147,9 @@ _CLAIM = DriverStatement(
         # commit that created the task and the provider starting (bench figure 2)
         progress=case((_t.c.progress > PROGRESS_START, _t.c.progress), else_=PROGRESS_START),
         updated_at=_NOW,
+        seq=next_event_id("sqlite"),  # the id of the event the claim inserts next
     )
-    .returning(*_CLAIMED, _t.c.progress)
+    .returning(*_CLAIMED, _t.c.progress, _t.c.seq)
 )
 # PostgreSQL: the whole claim in one statement, one round trip instead of five (bench figure 2:
 # each was 0.3-2 ms there). The task's UPDATE is the same conditional one as ``_CLAIM`` (it waits
@@ -362,7 +364,10 @@ class TaskRunner:
             _START_ATTEMPT,
             {"b_task_id": task_id, "b_attempt": claimed.attempt, "b_now": params["b_now"]},
         )
-        await record(session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress)
+        await insert_event(
+            session, task_id, claimed.user_id, TaskStatus.PROCESSING, claimed.progress, event_id=claimed.seq
+        )
+        changed(session, task_id, claimed.user_id)
         inputs = [
             InputFile(key, content_type, name)
             for key, content_type, name in await execute(session, _INPUTS, {"b_task_id": task_id})

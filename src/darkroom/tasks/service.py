@@ -31,7 +31,7 @@ from darkroom.providers import limits
 from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
 from darkroom.providers.registry import KNOWN_TASK_TYPES
-from darkroom.tasks.events import close_attempt, record, touch
+from darkroom.tasks.events import changed, close_attempt, insert_event, next_event_id, touch
 from darkroom.uow import after_commit
 
 _TASK_NO_ALPHABET = string.ascii_uppercase + string.digits
@@ -119,8 +119,15 @@ def check_inputs_for(
 # second collide now and then (with 300 a second, about once in 40 seconds). The insert skips a
 # taken number instead of failing (which answered 503, and on PostgreSQL would abort the
 # transaction) and the task gets another one. By dialect: ON CONFLICT is written per dialect.
+# The insert also takes the id of the task's first event for ``seq`` (``next_event_id``); no row
+# comes back when the number is taken.
 _INSERT_TASK = {
-    dialect: DriverStatement(dialect_insert(tables.tasks).on_conflict_do_nothing(index_elements=["task_no"]))
+    dialect: DriverStatement(
+        dialect_insert(tables.tasks)
+        .values(seq=next_event_id(dialect))
+        .on_conflict_do_nothing(index_elements=["task_no"])
+        .returning(tables.tasks.c.seq)
+    )
     for dialect, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
 }
 TASK_NO_ATTEMPTS = 8
@@ -215,7 +222,6 @@ async def create_task(
         "lease_expires_at": None,
         "claim_count": 0,
         "dispatched_at": now,
-        "seq": 0,
         "started_at": None,
         "completed_at": None,
         "created_at": now,
@@ -240,7 +246,8 @@ async def create_task(
     ]
     insert_task = _INSERT_TASK[session.get_bind().dialect.name]
     for _ in range(TASK_NO_ATTEMPTS):
-        if (await execute(session, insert_task, row)).rowcount == 1:
+        seq = (await execute(session, insert_task, row)).scalar()
+        if seq is not None:
             break
         row["task_no"] = task_no = new_task_no(now)  # that number is taken: another one
     else:
@@ -261,7 +268,8 @@ async def create_task(
     if file_rows:
         await execute(session, _INSERT_FILES, file_rows)
     await credits.reserve(session, user.id, task_id, 1, price, task_no)
-    row["seq"] = await record(session, task_id, user.id, TaskStatus.PENDING, 0)
+    row["seq"] = await insert_event(session, task_id, user.id, TaskStatus.PENDING, 0, event_id=seq)
+    changed(session, task_id, user.id)
     after_commit(session, lambda: ctx.dispatcher.dispatch([task_id]))
     # What the response shows, built from what was written (not read back): detached instances.
     return Task(**row), [TaskFile(**f) for f in file_rows]
