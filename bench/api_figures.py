@@ -221,6 +221,15 @@ def submit_request(
     return {"Authorization": f"Bearer {token}", "Content-Type": request.headers["Content-Type"]}, body
 
 
+async def submit_all(
+    server: Server, headers: dict[str, str], body: bytes, total: int, connections: int
+) -> None:
+    """:func:`bench.harness.post_many` of a :func:`submit_request`; every answer must be a 201."""
+    counts = await post_many(server.port, "/api/tasks", headers, body, total=total, connections=connections)
+    if set(counts) != {201}:
+        raise RuntimeError(f"submits answered {counts}")
+
+
 async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -> dict[str, float]:
     data = small_png()
     n, conns = sizes.throughput_tasks, sizes.throughput_concurrency
@@ -228,9 +237,7 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
     async with _client(server, token, conns) as client:
         await _marks(client)
         # warm-up: a few tasks so that connection set-up and first-use costs are not measured
-        counts = await post_many(server.port, "/api/tasks", headers, body, total=conns, connections=conns)
-        if set(counts) != {201}:
-            raise RuntimeError(f"warm-up submits answered {counts}")
+        await submit_all(server, headers, body, conns, conns)
         await _until_completed(client, conns)
         await _marks(client)
         done_before = await _completed_count(client)
@@ -238,10 +245,8 @@ async def throughput(server: Server, token: str, sizes: Sizes, report: Report) -
         cpu_server0, cpu_loop0, cpu_client0 = cpu_seconds(server.pid), main_thread_cpu(server.pid), self_cpu()
         with RssSampler(server.pid, 0.01) as rss:
             t0 = time.perf_counter()
-            counts = await post_many(server.port, "/api/tasks", headers, body, total=n, connections=conns)
+            await submit_all(server, headers, body, n, conns)
             t_submitted = time.perf_counter() - t0
-            if set(counts) != {201}:
-                raise RuntimeError(f"submits answered {counts}")
             await _until_completed(client, done_before + n)
             elapsed = time.perf_counter() - t0
         cpu_server = cpu_seconds(server.pid) - cpu_server0

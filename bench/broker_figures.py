@@ -23,9 +23,10 @@ from bench.api_figures import (
     _wait_completed,
     dispatch_row,
     small_png,
+    submit_all,
     submit_request,
 )
-from bench.harness import ROOT, Server, cpu_seconds, post_many, register
+from bench.harness import ROOT, Server, cpu_seconds, register
 from bench.report import Report, Row
 
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -123,9 +124,7 @@ async def _throughput(server: Server, token: str, n: int, concurrency: int, dela
     async with _client(server, token, concurrency) as client:
         done_before = await _completed_count(client)
         t0 = time.perf_counter()
-        counts = await post_many(server.port, "/api/tasks", headers, body, total=n, connections=concurrency)
-        if set(counts) != {201}:
-            raise RuntimeError(f"submits answered {counts}")
+        await submit_all(server, headers, body, n, concurrency)
         await _until_completed(client, done_before + n)
         return n / (time.perf_counter() - t0)
 

@@ -88,3 +88,28 @@ def open_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+async def stored_task(ctx: Any, task_id: str) -> Any:
+    """The task's row as the database holds it now (a ``darkroom.models.Task``)."""
+    from darkroom.models import Task
+
+    async with ctx.db.transaction(write=False) as session:
+        task = await session.get(Task, task_id)
+        assert task is not None
+        return task
+
+
+async def stored_events(ctx: Any, task_id: str) -> list[tuple[int, str, int]]:
+    """The task's events as (id, status, progress), oldest first."""
+    from sqlalchemy import select
+
+    from darkroom.models import TaskEvent
+
+    async with ctx.db.transaction(write=False) as session:
+        rows = await session.execute(
+            select(TaskEvent.id, TaskEvent.status, TaskEvent.progress)
+            .where(TaskEvent.task_id == task_id)
+            .order_by(TaskEvent.id)
+        )
+        return [(int(i), str(st), int(pr)) for i, st, pr in rows]

@@ -11,24 +11,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from darkroom.models import CreditTransaction, Task, TaskEvent, TaskFile
+from darkroom.models import CreditTransaction, TaskFile
 from darkroom.providers.base import OutputImage, ProviderResult, StagedOutput
 from darkroom.storage import staging
 from darkroom.tasks.jobs import PROGRESS_START, TaskFailure, TaskRunner
 from tests import database
 from tests.conftest import AppFactory
 from tests.doubles import ScriptedProvider
-from tests.support import photo, register, submit
-
-
-async def _events(ctx: object, task_id: str) -> list[tuple[int, str, int]]:
-    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
-        rows = await session.execute(
-            select(TaskEvent.id, TaskEvent.status, TaskEvent.progress)
-            .where(TaskEvent.task_id == task_id)
-            .order_by(TaskEvent.id)
-        )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+from tests.support import photo, register, stored_events, stored_task, submit
 
 
 async def _ledger(ctx: object, task_id: str) -> list[str]:
@@ -51,13 +41,6 @@ async def _run_script(url: str, sql: str) -> None:
         await conn.close()
 
 
-async def _task(ctx: object, task_id: str) -> Task:
-    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
-        task = await session.get(Task, task_id)
-        assert task is not None
-        return task
-
-
 async def test_concurrent_claims_take_a_task_once_and_only_the_holder_finishes(
     app_client: AppFactory,
 ) -> None:
@@ -76,14 +59,14 @@ async def test_concurrent_claims_take_a_task_once_and_only_the_holder_finishes(
         holder, claim = won[0]
         assert claim.attempt == 1 and claim.user_id and claim.cost == 1
         assert [f.content_type for f in claim.inputs] == ["image/jpeg"]
-        task = await _task(ctx, task_id)
+        task = await stored_task(ctx, task_id)
         assert (task.status, task.lease_owner, task.claim_count, task.progress) == (
             "processing",
             holder.worker_id,
             1,
             PROGRESS_START,
         )
-        events = await _events(ctx, task_id)
+        events = await stored_events(ctx, task_id)
         assert [(s, p) for _, s, p in events] == [("pending", 0), ("processing", PROGRESS_START)]
         assert task.seq == events[-1][0]
 
@@ -94,9 +77,9 @@ async def test_concurrent_claims_take_a_task_once_and_only_the_holder_finishes(
         output = ProviderResult(outputs=[OutputImage(photo(8, 8, "PNG"), "image/png", 8, 8)])
         await other._finish_completed(stranger, output)
         await other._finish_failed(stranger, TaskFailure("provider_error", "no"))
-        assert await _events(ctx, task_id) == events
+        assert await stored_events(ctx, task_id) == events
         assert await _ledger(ctx, task_id) == ["reserve"]
-        assert (await _task(ctx, task_id)).status == "processing"
+        assert (await stored_task(ctx, task_id)).status == "processing"
         async with ctx.db.transaction(write=False) as session:
             outputs = await session.scalar(
                 select(func.count()).select_from(TaskFile).where(TaskFile.role == "output")
@@ -105,15 +88,15 @@ async def test_concurrent_claims_take_a_task_once_and_only_the_holder_finishes(
 
         # The holder completes it: one event whose id is the task's seq, charged once.
         await holder._finish_completed(claim, output)
-        task = await _task(ctx, task_id)
-        events = await _events(ctx, task_id)
+        task = await stored_task(ctx, task_id)
+        events = await stored_events(ctx, task_id)
         assert (task.status, task.progress, task.lease_owner) == ("completed", 100, None)
         assert [(s, p) for _, s, p in events][-1] == ("completed", 100)
         assert task.seq == events[-1][0]
         assert await _ledger(ctx, task_id) == ["reserve", "capture"]
         # a second delivery of the same finish is a no-op
         await holder._finish_completed(claim, output)
-        assert await _events(ctx, task_id) == events
+        assert await stored_events(ctx, task_id) == events
         assert await _ledger(ctx, task_id) == ["reserve", "capture"]
         me = (await client.get("/api/me", headers=headers)).json()["data"]
         assert me["credits"] == 19
@@ -131,10 +114,10 @@ async def test_a_failed_finish_refunds_once_and_records_the_error(app_client: Ap
         assert await TaskRunner(ctx, "late")._claim(task_id) is None  # the lease is still valid
         await runner._finish_failed(claim, TaskFailure("content_filtered", "Refused."))
         await runner._finish_failed(claim, TaskFailure("content_filtered", "Refused."))
-        task = await _task(ctx, task_id)
+        task = await stored_task(ctx, task_id)
         assert (task.status, task.error_code) == ("failed", "content_filtered")
         assert task.error_message == "Refused."
-        events = await _events(ctx, task_id)
+        events = await stored_events(ctx, task_id)
         assert [s for _, s, _ in events] == ["pending", "processing", "failed"]
         assert task.seq == events[-1][0]
         assert await _ledger(ctx, task_id) == ["reserve", "release"]
@@ -177,7 +160,7 @@ async def test_outputs_are_removed_when_the_finishing_commit_itself_fails(
                 await runner._finish_completed(claim, output)
             stored = [p for p in (tmp_path / "files").rglob("*") if p.is_file() and "outputs" in p.parts]
             assert stored == []
-            assert (await _task(ctx, task_id)).status == "processing"  # nothing of the finish stayed
+            assert (await stored_task(ctx, task_id)).status == "processing"  # nothing of the finish stayed
             assert await _ledger(ctx, task_id) == ["reserve"]
     finally:
         database.drop_database(url)
@@ -207,7 +190,7 @@ async def test_staged_outputs_are_moved_into_storage(app_client: AppFactory) -> 
         staged = _staged(ctx, first)
         outputs = [staged, OutputImage(second, "image/jpeg", 8, 8)]
         await runner._finish_completed(claim, ProviderResult(outputs=outputs))  # type: ignore[arg-type]
-        assert (await _task(ctx, task_id)).status == "completed"
+        assert (await stored_task(ctx, task_id)).status == "completed"
         assert not staged.path.exists()
         async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
             files = (
@@ -237,7 +220,7 @@ async def test_a_staged_output_that_is_not_an_image_fails_the_task_and_no_file_s
             _staged(ctx, photo(8, 8, "PNG")),
         ]
         await runner._finish_completed(claim, ProviderResult(outputs=outputs))  # type: ignore[arg-type]
-        task = await _task(ctx, task_id)
+        task = await stored_task(ctx, task_id)
         assert (task.status, task.error_code) == ("failed", "provider_error")
         assert await _ledger(ctx, task_id) == ["reserve", "release"]
         assert list(ctx.storage.staging_dir.iterdir()) == []  # type: ignore[attr-defined]

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
-from darkroom.models import Task, TaskEvent
 from tests.conftest import AppFactory
-from tests.support import photo, register, submit
-
-
-async def _seq_and_events(ctx: object, task_id: str) -> tuple[int, list[tuple[int, str, int]]]:
-    async with ctx.db.transaction(write=False) as session:  # type: ignore[attr-defined]
-        task = await session.get(Task, task_id)
-        assert task is not None
-        rows = await session.execute(
-            select(TaskEvent.id, TaskEvent.status, TaskEvent.progress)
-            .where(TaskEvent.task_id == task_id)
-            .order_by(TaskEvent.id)
-        )
-        return task.seq, [tuple(r) for r in rows]  # type: ignore[misc]
+from tests.support import photo, register, stored_events, stored_task, submit
 
 
 async def test_a_new_tasks_seq_is_the_id_of_its_first_event(app_client: AppFactory) -> None:
@@ -32,8 +17,8 @@ async def test_a_new_tasks_seq_is_the_id_of_its_first_event(app_client: AppFacto
             r = await submit(client, auth, "color_enhancement", [photo()])
             assert r.status_code == 201, r.text
             data = r.json()["data"]
-            seq, events = await _seq_and_events(ctx, data["id"])
-            assert events == [(seq, "pending", 0)]
+            seq = (await stored_task(ctx, data["id"])).seq
+            assert await stored_events(ctx, data["id"]) == [(seq, "pending", 0)]
             assert data["seq"] == seq
             seqs.append(seq)
         assert seqs == sorted(seqs) and len(set(seqs)) == 3

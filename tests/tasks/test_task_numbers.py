@@ -5,12 +5,10 @@ answered 503 "database unavailable", about once in 40 s at 300 tasks a second), 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
-from darkroom.models import Task, TaskEvent
 from darkroom.tasks import service
 from tests.conftest import AppFactory
-from tests.support import photo, register, submit
+from tests.support import photo, register, stored_events, stored_task, submit
 
 
 async def test_a_task_number_drawn_twice_is_drawn_again(
@@ -39,8 +37,6 @@ async def test_a_task_number_drawn_twice_is_drawn_again(
         # the inserts that found the number taken wrote nothing; the one that did took the id of
         # the task's event for its seq (on PostgreSQL the others' sequence values are gaps)
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
-        async with ctx.db.transaction(write=False) as session:
-            task = await session.get(Task, second["id"])
-            ids = select(TaskEvent.id).where(TaskEvent.task_id == second["id"])
-            events = list(await session.scalars(ids))
-        assert task is not None and events == [task.seq] == [second["seq"]]
+        seq = (await stored_task(ctx, second["id"])).seq
+        assert await stored_events(ctx, second["id"]) == [(seq, "pending", 0)]
+        assert second["seq"] == seq
