@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from darkroom.db import Database, DriverStatement, execute
 from darkroom.models.base import UTCDateTime
+from darkroom.uow import after_commit, on_rollback
 from tests import database
 
 
@@ -62,6 +65,81 @@ async def test_concurrent_sqlite_writers_queue_and_all_commit(tmp_path: Path) ->
     assert most == 1  # one write transaction at a time within the process
     assert seen == 40  # the reader saw the committed rows, not the open write
     assert total == 41
+
+
+async def test_core_transactions_queue_with_session_writers_begin_late_and_run_hooks(tmp_path: Path) -> None:
+    """A ``DriverTransaction`` (SQLite's ``core_transaction``) takes the same write connection as
+    the write sessions, in the same queue; it takes it only at its first statement; its
+    after-commit hooks run after the commit and its rollback hooks after a failure; and after a
+    failed statement the connection goes back to the pool for the next writer."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    table = Table("t", MetaData(), Column("n", Integer, primary_key=True))
+    add = DriverStatement(insert(table))
+    seen: list[str] = []
+    try:
+        async with db.transaction() as s:
+            await s.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        active = most = 0
+
+        async def writer(n: int) -> None:
+            nonlocal active, most
+            async with db.core_transaction() if n % 2 else db.transaction() as s:
+                await execute(s, add, {"n": n})
+                active += 1
+                most = max(most, active)
+                await asyncio.sleep(0)  # let the others try to write meanwhile
+                active -= 1
+
+        await asyncio.gather(*(writer(n) for n in range(40)))
+        assert most == 1  # one write transaction at a time, of either kind
+
+        async with db.transaction() as holding:
+            await execute(holding, add, {"n": 100})  # holds the write connection
+            async with asyncio.timeout(2):  # no statement: it never waits for the connection
+                async with db.core_transaction() as empty:
+                    after_commit(empty, partial(_note, seen, "empty committed"))
+        assert seen == ["empty committed"]
+
+        async with db.core_transaction() as s:
+            await execute(s, add, {"n": 101})
+            after_commit(s, partial(_note, seen, "committed"))
+            on_rollback(s, partial(_note, seen, "rolled back"))
+            assert seen == ["empty committed"]  # not before the commit
+        assert seen[-1] == "committed"
+
+        async def duplicate() -> None:
+            async with db.core_transaction() as s:
+                await execute(s, add, {"n": 102})
+                on_rollback(s, partial(_note, seen, "rolled back"))
+                await execute(s, add, {"n": 101})  # taken
+
+        with pytest.raises(IntegrityError):
+            await duplicate()
+        assert seen[-1] == "rolled back"
+        async with asyncio.timeout(2), db.core_transaction() as s:  # the connection is back
+            await execute(s, add, {"n": 103})
+        async with db.transaction(write=False) as r:
+            numbers = list(await r.scalars(text("SELECT n FROM t WHERE n >= 100 ORDER BY n")))
+    finally:
+        await db.dispose()
+    assert numbers == [100, 101, 103]  # 102 was rolled back with the failed statement
+
+
+async def _note(seen: list[str], what: str) -> None:
+    seen.append(what)
+
+
+async def test_core_transaction_is_a_session_on_postgres() -> None:
+    """PostgreSQL has no write lock to queue for: ``core_transaction`` is ``transaction()``."""
+    url = database.create_database()
+    db = Database(url)
+    try:
+        async with db.core_transaction() as s:
+            assert isinstance(s, AsyncSession)
+            assert await s.scalar(text("SELECT 1")) == 1
+    finally:
+        await db.dispose()
+        database.drop_database(url)
 
 
 async def _backend_pid(db: Database) -> int:
@@ -154,13 +232,15 @@ async def test_fetch_single_raises_sqlite_errors_as_sqlalchemys(tmp_path: Path) 
         await db.dispose()
 
 
+@pytest.mark.parametrize("kind", ["session", "core"])
 async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_returning(
-    tmp_path: Path, test_database: str | None
+    tmp_path: Path, test_database: str | None, kind: str
 ) -> None:
     """``db.execute`` (SQLite: straight to the driver) behaves as SQLAlchemy's execution does:
     Python-side defaults and ``onupdate`` filled in, literals bound, RETURNING rows typed, an
     executemany for a list, constraint errors as SQLAlchemy's, and everything inside the
-    session's transaction (a rollback takes it back)."""
+    transaction (a rollback takes it back): in a session's transaction and in a
+    ``core_transaction`` (SQLite: a ``DriverTransaction``, no session)."""
     url = test_database or f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
     counter = itertools.count(1)
     meta = MetaData()
@@ -183,10 +263,11 @@ async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_
         .returning(rows_table.c.id, rows_table.c.n, rows_table.c.data, rows_table.c.changed)
     )
     db = Database(url)
+    writes = db.transaction if kind == "session" else db.core_transaction
     try:
         async with db.transaction() as s:
             await s.run_sync(lambda sync: meta.create_all(sync.connection()))
-        async with db.transaction() as s:
+        async with writes() as s:
             first = (await execute(s, insert_one, {"kind": "photo", "data": {"a": [1, 2]}})).one_or_none()
             assert (first.id, first.at) == ("r1", datetime(2026, 1, 1, tzinfo=UTC))
             await execute(s, insert_many, [{"kind": "photo", "n": 9}, {"kind": "mask", "n": 9}])
@@ -196,11 +277,11 @@ async def test_execute_runs_in_the_sessions_transaction_with_defaults_and_typed_
             ("r2", 10, None, datetime(2026, 2, 2, tzinfo=UTC)),
         ]
         with pytest.raises(IntegrityError):
-            async with db.transaction() as s:
+            async with writes() as s:
                 await execute(s, insert_many, {"id": "r1", "kind": "dup"})
 
         async def rolled_back() -> None:
-            async with db.transaction() as s:
+            async with writes() as s:
                 await execute(s, insert_many, {"id": "gone", "kind": "photo"})
                 raise RuntimeError("roll back")
 

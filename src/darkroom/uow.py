@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,15 +16,22 @@ log = logging.getLogger(__name__)
 Callback = Callable[[], Awaitable[None]]
 
 
-def after_commit(session: AsyncSession, callback: Callback) -> None:
+class HasInfo(Protocol):
+    """A transaction's owner object: an ``AsyncSession`` or a ``db.DriverTransaction``."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
+def after_commit(session: HasInfo, callback: Callback) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def on_rollback(session: AsyncSession, callback: Callback) -> None:
+def on_rollback(session: HasInfo, callback: Callback) -> None:
     session.info.setdefault("on_rollback", []).append(callback)
 
 
-async def run_hooks(session: AsyncSession, *, committed: bool) -> None:
+async def run_hooks(session: HasInfo, *, committed: bool) -> None:
     hooks: list[Callback] = session.info.pop("after_commit" if committed else "on_rollback", [])
     session.info.pop("on_rollback" if committed else "after_commit", None)
     for hook in hooks:

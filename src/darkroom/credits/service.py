@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Integer, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom.db import DriverStatement, execute
+from darkroom.db import DriverStatement, Transaction, execute
 from darkroom.errors import NotFound, PaymentRequired
 from darkroom.models import CreditTransaction, UserCredits
 from darkroom.models.tables import credit_transactions
@@ -37,14 +37,15 @@ class InsufficientCredits(PaymentRequired):
         )
 
 
-async def balance_of(session: AsyncSession, user_id: str) -> int:
-    value = await session.scalar(select(UserCredits.credits).where(UserCredits.user_id == user_id))
+async def balance_of(session: Transaction, user_id: str) -> int:
+    value = (await execute(session, _BALANCE, {"b_user_id": user_id})).scalar()
     if value is None:
         raise NotFound("No such user.", code="user_not_found")
-    return value
+    return int(value)
 
 
 _INSERT_ENTRY = DriverStatement(insert(credit_transactions))
+_BALANCE = DriverStatement(select(balances.c.credits).where(balances.c.user_id == bindparam("b_user_id")))
 
 
 @functools.cache
@@ -66,7 +67,7 @@ def _balance_update(earned: bool, spent: bool) -> DriverStatement:
 
 
 async def _apply(
-    session: AsyncSession,
+    session: Transaction,
     user_id: str,
     amount: int,
     kind: str,
@@ -103,7 +104,7 @@ async def _apply(
 
 
 async def grant(
-    session: AsyncSession, user_id: str, amount: int, description: str, *, kind: str = "grant"
+    session: Transaction, user_id: str, amount: int, description: str, *, kind: str = "grant"
 ) -> int:
     """Add (or with ``kind="adjust"`` and a negative amount, remove) credits outside any task.
     Returns the balance after."""
@@ -111,7 +112,7 @@ async def grant(
 
 
 async def reserve(
-    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
+    session: Transaction, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
 ) -> int:
     """Hold the price of one attempt. 402 when the balance does not cover it."""
     return await _apply(
@@ -126,7 +127,7 @@ async def reserve(
 
 
 async def capture(
-    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
+    session: Transaction, user_id: str, task_id: str, attempt: int, amount: int, task_no: str
 ) -> int:
     """The held credits are spent. The balance does not move again; the ledger records it."""
     return await _apply(
@@ -142,7 +143,7 @@ async def capture(
 
 
 async def release(
-    session: AsyncSession, user_id: str, task_id: str, attempt: int, amount: int, task_no: str, why: str
+    session: Transaction, user_id: str, task_id: str, attempt: int, amount: int, task_no: str, why: str
 ) -> int:
     """Give the held credits back (failed or canceled attempt)."""
     return await _apply(

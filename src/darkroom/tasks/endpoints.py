@@ -18,7 +18,6 @@ from darkroom.tasks import service
 from darkroom.tasks.presenter import present
 from darkroom.tasks.schemas import ParameterRead, TaskRead, TaskStatusRead, TaskTypeRead
 from darkroom.tasks.status import bearer_token, task_status
-from darkroom.uow import owned
 from darkroom.uploads import inputs
 from darkroom.uploads import service as uploads_service
 from darkroom.uploads.form import FormLimits, read_form
@@ -78,38 +77,45 @@ CREATE_TASK_FORM: dict[str, Any] = {
         422: {"description": "A missing or invalid field, or a corrupt image"},
     },
 )
-async def create_task(request: Request, user: CurrentUser, session: Session, ctx: Context) -> dict[str, Any]:
+async def create_task(request: Request, user: CurrentUser, ctx: Context) -> dict[str, Any]:
     """Create a task. The price is reserved now and charged only when the task completes."""
-    return await _create(request, user, session, ctx)
+    return await _create(request, user, ctx)
 
 
-async def _create(request: Request, user: User, session: AsyncSession, ctx: AppContext) -> dict[str, Any]:
+async def _create(request: Request, user: User, ctx: AppContext) -> dict[str, Any]:
     settings = ctx.settings
     limits = FormLimits(settings.max_file_bytes, settings.max_file_mb, settings.max_files)
     form = await read_form(request, ctx.storage.staging_dir, limits)
-    try:  # the fields may come in any order, so they are validated once the body has ended
-        task_type = form.first("taskType")
-        if task_type is None:
-            raise Unprocessable("The request is not valid: taskType: Field required", code="validation_error")
-        uploads = await inputs.store_staged(ctx, session, form.files.get("files", []))
-    finally:
-        form.discard()  # what was not stored (stored keys are deleted if the transaction rolls back)
-    direct: list[UploadRow] = []
-    if upload_ids := form.fields.get("uploadIds"):  # direct uploads (uploads/service.py)
-        ids = [part for value in upload_ids for part in value.split(",")]
-        taken, direct = await uploads_service.take(ctx, session, user, ids)
-        uploads.extend(taken)
-    task, files = await service.create_task(ctx, session, user, task_type, form.first("parameters"), uploads)
-    await uploads_service.mark_used(ctx, session, direct, task.id)
+    upload_ids = form.fields.get("uploadIds")
+    # Core statements only, unless direct uploads are taken (uploads/service.py uses the ORM)
+    transaction = ctx.db.transaction() if upload_ids else ctx.db.core_transaction()
+    async with transaction as session:
+        try:  # the fields may come in any order, so they are validated once the body has ended
+            task_type = form.first("taskType")
+            if task_type is None:
+                raise Unprocessable(
+                    "The request is not valid: taskType: Field required", code="validation_error"
+                )
+            uploads = await inputs.store_staged(ctx, session, form.files.get("files", []))
+        finally:
+            form.discard()  # what was not stored (stored keys are deleted if the transaction rolls back)
+        direct: list[UploadRow] = []
+        if upload_ids and isinstance(session, AsyncSession):  # direct uploads (uploads/service.py)
+            ids = [part for value in upload_ids for part in value.split(",")]
+            taken, direct = await uploads_service.take(ctx, session, user, ids)
+            uploads.extend(taken)
+        task, files = await service.create_task(
+            ctx, session, user, task_type, form.first("parameters"), uploads
+        )
+        if direct and isinstance(session, AsyncSession):
+            await uploads_service.mark_used(ctx, session, direct, task.id)
     return ok(_dump(present(ctx, str(request.base_url), task, files)), "Task created")
 
 
 async def _create_endpoint(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     user = await write_user(request, ctx, bearer_token(request))
-    async with ctx.db.session(write=True) as session, owned(session):
-        body = await _create(request, user, session, ctx)
-    return JSONResponse(body, status_code=201)
+    return JSONResponse(await _create(request, user, ctx), status_code=201)
 
 
 def create_route() -> Route:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from darkroom.db import DriverStatement, execute
+from darkroom.db import DriverStatement, Transaction, execute
 from darkroom.models import Task, TaskEvent
 from darkroom.models.tables import task_attempts, task_events, tasks
 from darkroom.uow import after_commit, on_rollback
@@ -65,7 +65,7 @@ def next_event_id(dialect: str) -> ColumnElement[int]:
 
 
 async def insert_event(
-    session: AsyncSession,
+    session: Transaction,
     task_id: str,
     user_id: str,
     status: str,
@@ -91,7 +91,7 @@ async def insert_event(
 
 
 async def record(
-    session: AsyncSession, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
+    session: Transaction, task_id: str, user_id: str, status: str, progress: int, kind: str = "status"
 ) -> int:
     """``touch`` for a task written with Core statements (no ORM instance): the event, the task's
     ``seq``, the listeners' wake-up after commit. Returns the new ``seq``."""
@@ -101,7 +101,7 @@ async def record(
     return seq
 
 
-def changed(session: AsyncSession, task_id: str, user_id: str) -> None:
+def changed(session: Transaction, task_id: str, user_id: str) -> None:
     """Remember that the task changed: its owner's event streams are woken after commit."""
     session.info.setdefault("changed_tasks", set()).add(task_id)
     users: set[str] | None = session.info.get("changed_users")
@@ -139,7 +139,7 @@ async def close_attempt(session: AsyncSession, task: Task, status: str, now: dat
 
 
 async def end_attempt(
-    session: AsyncSession,
+    session: Transaction,
     task_id: str,
     attempt: int,
     status: str,

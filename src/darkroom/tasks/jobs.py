@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from darkroom import metrics
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
-from darkroom.db import DriverStatement, execute
+from darkroom.db import DriverStatement, Transaction, execute
 from darkroom.models import Task, TaskAttempt, TaskStatus, tables
 from darkroom.models.base import new_id
 from darkroom.providers.base import (
@@ -330,13 +330,11 @@ class TaskRunner:
             "b_expires": now + self.lease,
         }
         if self.ctx.db.is_sqlite:
-            async with self.ctx.db.transaction() as session:
+            async with self.ctx.db.core_transaction() as session:
                 claim = await self._take_sqlite(session, params)
-                if claim is None:  # not claimable, or claimed too often: the rare path
-                    await self._give_up_if_claimed_too_often(session, task_id, now)
-                return claim
-        claim = await self._take_postgres(params)
-        if claim is None:
+        else:
+            claim = await self._take_postgres(params)
+        if claim is None:  # not claimable, or claimed too often: the rare path
             async with self.ctx.db.transaction() as session:
                 await self._give_up_if_claimed_too_often(session, task_id, now)
         return claim
@@ -354,7 +352,7 @@ class TaskRunner:
         inputs = [InputFile(r["storage_key"], r["content_type"], r["original_name"]) for r in files]
         return _claim_of(task_id, first, inputs)
 
-    async def _take_sqlite(self, session: AsyncSession, params: dict[str, Any]) -> Claim | None:
+    async def _take_sqlite(self, session: Transaction, params: dict[str, Any]) -> Claim | None:
         claimed = (await execute(session, _CLAIM, params)).one_or_none()
         if claimed is None:
             return None
@@ -622,7 +620,7 @@ class TaskRunner:
         }
         done = False
         try:
-            async with self.ctx.db.transaction() as session:
+            async with self.ctx.db.core_transaction() as session:
                 # The event first: its id is the ``seq`` that the task's UPDATE writes (no second
                 # UPDATE for it). If we no longer hold the task, everything rolls back, event too.
                 params["b_seq"] = await insert_event(
@@ -655,7 +653,7 @@ class TaskRunner:
             "b_error_code": failure.code,
             "b_error_message": failure.message,
         }
-        async with self.ctx.db.transaction() as session:
+        async with self.ctx.db.core_transaction() as session:
             row = (await execute(session, _FAIL, params)).first()
             if row is None:  # canceled meanwhile, or the lease was lost: a no-op
                 return

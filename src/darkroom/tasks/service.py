@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from darkroom import imaging
 from darkroom.context import AppContext
 from darkroom.credits import service as credits
-from darkroom.db import DriverStatement, execute
+from darkroom.db import DriverStatement, Transaction, execute
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User, tables
 from darkroom.models.base import new_id
@@ -137,7 +137,7 @@ _INSERT_FILES = DriverStatement(insert(tables.task_files))
 
 async def create_task(
     ctx: AppContext,
-    session: AsyncSession,
+    session: Transaction,
     user: User,
     task_type: str,
     raw_parameters: str | None,
@@ -244,7 +244,7 @@ async def create_task(
         }
         for position, (upload, info) in enumerate(zip(uploads, infos, strict=True))
     ]
-    insert_task = _INSERT_TASK[session.get_bind().dialect.name]
+    insert_task = _INSERT_TASK[ctx.db.engine.dialect.name]
     for _ in range(TASK_NO_ATTEMPTS):
         seq = (await execute(session, insert_task, row)).scalar()
         if seq is not None:

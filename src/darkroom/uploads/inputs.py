@@ -15,10 +15,9 @@ import asyncio
 from collections.abc import Sequence
 from functools import partial
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from darkroom import imaging
 from darkroom.context import AppContext
+from darkroom.db import Transaction
 from darkroom.errors import DarkroomError, Unprocessable, UnsupportedMediaType
 from darkroom.storage.keys import new_key
 from darkroom.storage.staging import SmallFile, StagedFile
@@ -34,7 +33,7 @@ def refusal(label: str, exc: imaging.ImageRejected) -> DarkroomError:
 
 
 async def store_staged(
-    ctx: AppContext, session: AsyncSession, staged: Sequence[StagedFile | SmallFile]
+    ctx: AppContext, session: Transaction, staged: Sequence[StagedFile | SmallFile]
 ) -> list[Upload]:
     """Check every file, then store them all, each once it is durable. A refusal stores nothing.
 
@@ -65,7 +64,7 @@ async def store_staged(
 
 
 async def store_bytes(
-    ctx: AppContext, session: AsyncSession, name: str | None, data: bytes, info: imaging.ImageInfo
+    ctx: AppContext, session: Transaction, name: str | None, data: bytes, info: imaging.ImageInfo
 ) -> Upload:
     """Store an already checked file that is in memory (a direct upload's object)."""
     key = new_key("inputs", name, info.content_type)
