@@ -19,12 +19,12 @@ from bench.api_figures import (
     _completed_count,
     _marks,
     _submit,
-    _until_completed,
     _wait_completed,
     dispatch_row,
     small_png,
     submit_all,
     submit_request,
+    wait_for_all,
 )
 from bench.harness import ROOT, Server, cpu_seconds, register
 from bench.report import Report, Row
@@ -120,13 +120,14 @@ async def _dispatch(server: Server, token: str, n: int, marks_file: Path) -> lis
 
 
 async def _throughput(server: Server, token: str, n: int, concurrency: int, delay: float = 0.0) -> float:
-    headers, body = submit_request(token, small_png(), delay)
+    data = small_png()
+    headers, body = submit_request(token, data, delay)
     async with _client(server, token, concurrency) as client:
         done_before = await _completed_count(client)
         t0 = time.perf_counter()
         await submit_all(server, headers, body, n, concurrency)
-        await _until_completed(client, done_before + n)
-        return n / (time.perf_counter() - t0)
+        await wait_for_all(client, data, done_before + n, delay)
+        return (n + 1) / (time.perf_counter() - t0)  # and wait_for_all's marker
 
 
 def _scaled_server(db_url: str, broker_url: str, queue: str, marks_file: Path) -> Server:
