@@ -72,3 +72,15 @@ def test_development_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
     assert len(secret) > 40
     assert darkroom("users", "create", "b@example.com", "--password", "password-1", env=env).returncode == 0
     assert (tmp_path / "jwt_secret").read_text() == secret
+
+
+@pytest.mark.parametrize(
+    "command", [["doctor"], ["users", "create", "first@example.com", "--password", "pass-word-1"]]
+)
+def test_admin_commands_work_before_the_data_dir_exists(tmp_path: Path, command: list[str]) -> None:
+    """A fresh machine, the data dir not made yet (no ``serve`` or ``migrate`` run): the command
+    makes it, as those do, instead of failing with SQLite's 'unable to open database file'."""
+    env = server_env(tmp_path / "not-yet" / "data")
+    r = darkroom(*command, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr

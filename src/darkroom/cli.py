@@ -29,6 +29,8 @@ def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
     from darkroom import migrate
     from darkroom.app import build_context
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # as serve and migrate: SQLite makes no folder
+
     async def main() -> T:
         if settings.auto_migrate:
             await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
