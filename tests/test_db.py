@@ -125,6 +125,50 @@ async def test_core_transactions_queue_with_session_writers_begin_late_and_run_h
     assert numbers == [100, 101, 103]  # 102 was rolled back with the failed statement
 
 
+async def test_a_core_transaction_whose_commit_fails_rolls_back_and_frees_the_connection(
+    tmp_path: Path,
+) -> None:
+    """A COMMIT can fail (here a deferred foreign key, checked only then): the caller gets the
+    error, its rollback hooks run, nothing of it is kept, and the write connection is replaced so
+    that the next writers, of both kinds, go on."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    meta = MetaData()
+    Table("parent", meta, Column("id", Integer, primary_key=True))
+    child = Table("child", meta, Column("id", Integer, primary_key=True), Column("parent_id", Integer))
+    add_child = DriverStatement(insert(child))
+    seen: list[str] = []
+    try:
+        async with db.transaction() as s:
+            await s.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+            await s.execute(
+                text(
+                    "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER "
+                    "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+                )
+            )
+
+        async def orphan() -> None:
+            async with db.core_transaction() as t:
+                await execute(t, add_child, {"id": 100, "parent_id": 42})  # no parent: fails at COMMIT
+                on_rollback(t, partial(_note, seen, "rolled back"))
+                after_commit(t, partial(_note, seen, "committed"))
+
+        with pytest.raises(IntegrityError):
+            await orphan()
+        assert seen == ["rolled back"]
+        assert db.write_engine.sync_engine.pool.checkedin() <= 1  # given back once, not twice
+        for _ in range(3):  # the pool's one connection is usable again, for either kind of writer
+            async with asyncio.timeout(2), db.core_transaction() as t:
+                await execute(t, add_child, {"parent_id": None})
+            async with asyncio.timeout(2), db.transaction() as s:
+                await s.execute(text("INSERT INTO child (parent_id) VALUES (NULL)"))
+        async with db.transaction(write=False) as r:
+            ids = list(await r.scalars(text("SELECT id FROM child ORDER BY id")))
+    finally:
+        await db.dispose()
+    assert ids == [1, 2, 3, 4, 5, 6]  # not the orphan (100)
+
+
 async def _note(seen: list[str], what: str) -> None:
     seen.append(what)
 

@@ -1,7 +1,9 @@
 """Engine and sessions.
 
-Who owns a transaction: the request dependency (``deps.get_session``) or the job wrapper
-(``Database.transaction``). Services never commit.
+Who owns a transaction: the request dependency (``deps.get_session``), the job wrapper
+(``Database.transaction``), or for the task pipeline's writes of Core statements only (create,
+claim, finish) ``Database.core_transaction`` (on SQLite a ``DriverTransaction``: no ORM session).
+Services never commit.
 
 SQLite: WAL journal, foreign keys on, and write transactions opened with ``BEGIN IMMEDIATE`` so
 that two writers queue on the lock instead of failing when a read snapshot is upgraded to a
@@ -339,11 +341,10 @@ class DriverTransaction:
                     raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
             else:
                 await inline.rollback()
-        except BaseException:
-            fairy.invalidate()  # in an unknown state: the pool opens a new connection instead
+        except BaseException:  # in an unknown state: closed, and the pool opens a new one instead
+            await greenlet_spawn(fairy.invalidate)  # (which gives the connection's place back)
             raise
-        finally:
-            await greenlet_spawn(fairy.close)
+        await greenlet_spawn(fairy.close)
 
     @asynccontextmanager
     async def owned(self) -> AsyncIterator[DriverTransaction]:
