@@ -87,14 +87,23 @@ def _configure_sqlite(engine: AsyncEngine, checkpointer: WalCheckpointer | None 
         # straight to the driver: a statement through SQLAlchemy's execution path costs more than
         # SQLite's own BEGIN (four per task; bench figure 3). ``run`` waits out another process's lock.
         inline: sqlite_inline.InlineConnection = conn.connection.driver_connection
-        write = conn.get_execution_options().get(WRITE_OPTION)
-        if write and checkpointer is not None and checkpointer.restart_pending:
-            await_only(checkpointer.yield_to_restart())  # the WAL is being started over
-        sql = "BEGIN IMMEDIATE" if write else "BEGIN"
-        try:
-            await_only(inline.run(inline.execute_now, sql))
-        except sqlite3.Error as exc:  # as SQLAlchemy would raise it ("database is locked": OperationalError)
-            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+        write = bool(conn.get_execution_options().get(WRITE_OPTION))
+        await_only(_begin_sqlite(inline, write=write, checkpointer=checkpointer))
+
+
+async def _begin_sqlite(
+    inline: sqlite_inline.InlineConnection, *, write: bool, checkpointer: WalCheckpointer | None
+) -> None:
+    """``BEGIN`` (``BEGIN IMMEDIATE`` for a write, after a pending restart of the WAL) on the
+    driver, waiting out another process's lock without blocking the loop (``run``): for a
+    session's connection (the engine's begin event) and for a ``DriverTransaction``."""
+    if write and checkpointer is not None and checkpointer.restart_pending:
+        await checkpointer.yield_to_restart()  # the WAL is being started over
+    sql = "BEGIN IMMEDIATE" if write else "BEGIN"
+    try:
+        await inline.run(inline.execute_now, sql)
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it ("database is locked": OperationalError)
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 _FROM_ROW, _DEFAULT, _OWN = object(), object(), object()  # where a bound parameter comes from
@@ -309,13 +318,7 @@ class DriverTransaction:
         fairy = await greenlet_spawn(self.db.write_engine.sync_engine.pool.connect)
         try:
             inline = cast(sqlite_inline.InlineConnection, fairy.driver_connection)
-            checkpointer = self.db.checkpointer
-            if checkpointer is not None and checkpointer.restart_pending:
-                await checkpointer.yield_to_restart()  # the WAL is being started over
-            try:
-                await inline.run(inline.execute_now, "BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:  # "database is locked" after the lock timeout: OperationalError
-                raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+            await _begin_sqlite(inline, write=True, checkpointer=self.db.checkpointer)
         except BaseException:
             await greenlet_spawn(fairy.close)
             raise

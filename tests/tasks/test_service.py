@@ -20,5 +20,11 @@ async def test_a_new_tasks_seq_is_the_id_of_its_first_event(app_client: AppFacto
             seq = (await stored_task(ctx, data["id"])).seq
             assert await stored_events(ctx, data["id"]) == [(seq, "pending", 0)]
             assert data["seq"] == seq
+            # the answer is built from what was written (models.base.loaded), not read back:
+            # it must show what reading it back shows
+            read = (await client.get(f"/api/tasks/{data['id']}", headers=auth)).json()["data"]
+            assert {k: v for k, v in read.items() if k != "attempts"} == {
+                k: v for k, v in data.items() if k != "attempts"
+            }
             seqs.append(seq)
         assert seqs == sorted(seqs) and len(set(seqs)) == 3

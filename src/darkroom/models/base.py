@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -78,3 +78,19 @@ class Base(DeclarativeBase):
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+B = TypeVar("B", bound=Base)
+
+
+def loaded(cls: type[B], values: Mapping[str, Any]) -> B:
+    """An instance of ``cls`` holding ``values`` as if loaded from its row, for reading only (a
+    response built from what was just written, ``tasks.service.create_task``). The constructor
+    fires an attribute event per column, ~75 µs for a ``Task`` against ~4 µs here (bench figure 3).
+    Not for adding to a session: nothing is recorded as changed."""
+    mapper = cls.__mapper__
+    if not mapper.configured:
+        configure_mappers()
+    instance: B = mapper.class_manager.new_instance()
+    instance.__dict__.update(values)
+    return instance

@@ -3,81 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Protocol
 
 from darkroom.context import AppContext
-from darkroom.models import TaskAttempt
+from darkroom.models import Task, TaskAttempt, TaskFile
 from darkroom.storage.keys import EXTENSIONS
 from darkroom.storage.thumbnails import thumbnail_url
 from darkroom.tasks.schemas import AttemptRead, FileRead, TaskRead
-
-
-class TaskView(Protocol):
-    """What the response shows of a task: a ``models.Task`` row, or ``tasks.service.NewTask``."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def task_no(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def task_type(self) -> str: ...
-    @property
-    def ai_provider(self) -> str: ...
-    @property
-    def ai_model(self) -> str | None: ...
-    @property
-    def ai_task_id(self) -> str | None: ...
-    @property
-    def input_parameters(self) -> dict[str, Any]: ...
-    @property
-    def prompt(self) -> str | None: ...
-    @property
-    def error_code(self) -> str | None: ...
-    @property
-    def error_message(self) -> str | None: ...
-    @property
-    def progress(self) -> int: ...
-    @property
-    def retry_count(self) -> int: ...
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def cost(self) -> int: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def started_at(self) -> datetime | None: ...
-    @property
-    def completed_at(self) -> datetime | None: ...
-    @property
-    def updated_at(self) -> datetime: ...
-
-
-class FileView(Protocol):
-    """What the response shows of a task's file: a ``models.TaskFile`` row, or
-    ``tasks.service.NewFile``."""
-
-    @property
-    def role(self) -> str: ...
-    @property
-    def position(self) -> int: ...
-    @property
-    def storage_key(self) -> str: ...
-    @property
-    def content_type(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def original_name(self) -> str | None: ...
 
 
 def _absolute(base: str, url: str) -> str:
@@ -90,7 +21,7 @@ def file_url(ctx: AppContext, base: str, key: str, download_name: str | None = N
     return _absolute(ctx.settings.app_url or base, url)
 
 
-def _file(ctx: AppContext, base: str, task: TaskView, f: FileView) -> FileRead:
+def _file(ctx: AppContext, base: str, task: Task, f: TaskFile) -> FileRead:
     ext = EXTENSIONS.get(f.content_type, "bin")
     download = f"{task.task_no}_{f.role}_{f.position + 1}.{ext}"
     return FileRead(
@@ -109,8 +40,8 @@ def _file(ctx: AppContext, base: str, task: TaskView, f: FileView) -> FileRead:
 def present(
     ctx: AppContext,
     base: str,
-    task: TaskView,
-    files: Sequence[FileView],
+    task: Task,
+    files: Sequence[TaskFile],
     attempts: Sequence[TaskAttempt] | None = None,
 ) -> TaskRead:
     """``base`` is the URL clients reach us at (the request's, unless APP_URL says otherwise)."""

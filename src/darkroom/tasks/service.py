@@ -26,7 +26,7 @@ from darkroom.credits import service as credits
 from darkroom.db import DriverStatement, Transaction, execute
 from darkroom.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from darkroom.models import ACTIVE_STATUSES, Task, TaskAttempt, TaskFile, TaskStatus, User, tables
-from darkroom.models.base import new_id
+from darkroom.models.base import loaded, new_id
 from darkroom.providers import limits
 from darkroom.providers.base import TaskTypeSpec
 from darkroom.providers.params import InvalidParameter, validate_parameters
@@ -35,59 +35,6 @@ from darkroom.tasks.events import changed, close_attempt, insert_event, next_eve
 from darkroom.uow import after_commit
 
 _TASK_NO_ALPHABET = string.ascii_uppercase + string.digits
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A task as ``create_task`` wrote it, for the response (``presenter.TaskView``): a plain
-    object, because building the ORM instance with its 26 attributes cost ~75 µs a submit (bench
-    figure 3). Its fields are the ``ai_tasks`` columns."""
-
-    id: str
-    task_no: str
-    user_id: str
-    task_type: str
-    status: str
-    ai_provider: str
-    ai_model: str | None
-    ai_task_id: str | None
-    input_parameters: dict[str, Any]
-    prompt: str | None
-    result_metadata: dict[str, Any] | None
-    error_code: str | None
-    error_message: str | None
-    progress: int
-    retry_count: int
-    attempt: int
-    cost: int
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    claim_count: int
-    dispatched_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewFile:
-    """An input file as ``create_task`` wrote it (``presenter.FileView``); the ``task_files``
-    columns."""
-
-    id: str
-    task_id: str
-    role: str
-    attempt: int
-    position: int
-    storage_key: str
-    content_type: str
-    size: int
-    width: int
-    height: int
-    original_name: str | None
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -195,8 +142,8 @@ async def create_task(
     task_type: str,
     raw_parameters: str | None,
     uploads: Sequence[Upload],
-) -> tuple[NewTask, list[NewFile]]:
-    """The new task and its input files, as written."""
+) -> tuple[Task, list[TaskFile]]:
+    """The new task and its input files, as written (instances for reading only)."""
     settings = ctx.settings
     # 1. What is asked, and can anything serve it? (cheap checks first, nothing stored yet)
     if task_type not in KNOWN_TASK_TYPES and ctx.registry.route(task_type) is None:
@@ -325,7 +272,7 @@ async def create_task(
     changed(session, task_id, user.id)
     after_commit(session, lambda: ctx.dispatcher.dispatch([task_id]))
     # What the response shows, built from what was written (not read back).
-    return NewTask(**row), [NewFile(**f) for f in file_rows]
+    return loaded(Task, row), [loaded(TaskFile, f) for f in file_rows]
 
 
 async def get_owned(session: AsyncSession, user: User, task_id: str, *, for_update: bool = False) -> Task:
